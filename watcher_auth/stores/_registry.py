@@ -1,0 +1,77 @@
+"""Finding a store by short name (entry point) or dotted path."""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Any
+
+from watcher_auth._exceptions import ConfigurationError
+from watcher_auth.stores.base import TokenStore
+
+__all__ = ["ENTRY_POINT_GROUP", "import_string", "resolve_store", "store_names"]
+
+ENTRY_POINT_GROUP = "watcher_auth.stores"
+
+
+def store_names() -> list[str]:
+    """The short names registered in the ``watcher_auth.stores`` entry-point group."""
+    return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+
+
+def import_string(path: str) -> Any:
+    """Import ``"package.module:Name"`` or ``"package.module.Name"``."""
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise ConfigurationError(f"{path!r} is not a dotted path to an object")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import {module_name!r} for {path!r}: {exc}") from exc
+    try:
+        obj = module
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except AttributeError:
+        raise ConfigurationError(f"{module_name!r} has no attribute {attr!r}") from None
+    return obj
+
+
+def resolve_store(spec: str | type[TokenStore] | TokenStore, **options: Any) -> TokenStore:
+    """Build a store from a short name, a dotted path, a class, or return an instance as is.
+
+    Args:
+        spec: ``"memory"``, ``"redis"``, ``"sqlalchemy"``, any name a package registers in the
+            ``watcher_auth.stores`` entry-point group, ``"package.module:Class"``, a
+            :class:`TokenStore` subclass, or an instance.
+        **options: keyword arguments for the store's constructor.
+
+    Raises:
+        ConfigurationError: the name is unknown or does not lead to a TokenStore.
+    """
+    if isinstance(spec, TokenStore):
+        return spec
+    target: Any = spec
+    if isinstance(spec, str):
+        if "." in spec or ":" in spec:
+            target = import_string(spec)
+        else:
+            matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == spec]
+            if not matches:
+                known = ", ".join(store_names()) or "none"
+                raise ConfigurationError(f"unknown token store {spec!r} (known: {known})")
+            try:
+                target = matches[0].load()
+            except ImportError as exc:
+                raise ConfigurationError(
+                    f"token store {spec!r} needs a package that is not installed: {exc}"
+                ) from exc
+    if isinstance(target, type) and issubclass(target, TokenStore):
+        return target(**options)
+    if callable(target):
+        store = target(**options)
+        if isinstance(store, TokenStore):
+            return store
+    raise ConfigurationError(f"{spec!r} is not a TokenStore")
