@@ -57,7 +57,11 @@ def test_a_rotated_refresh_token_replaces_the_old_one() -> None:
     previous = TokenPair("old", "r-old", NOW, NOW - 300)
     access = unsigned_jwt(exp=NOW + 600)
     pair = parse_token_response(
-        200, {}, body(access_token=access, refresh_token="r-new"), received_at=NOW, previous=previous
+        200,
+        {},
+        body(access_token=access, refresh_token="r-new"),
+        received_at=NOW,
+        previous=previous,
     )
     assert pair.refresh_token == "r-new"
 

@@ -1,0 +1,783 @@
+"""The emulator's server side: users, sessions, tokens, streams, stats and injected failures.
+
+Plain data in, plain data out: ``emulator.py`` parses HTTP and writes what this returns.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import collections
+import dataclasses
+import hmac
+import itertools
+import json
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+from urllib.parse import parse_qsl, unquote
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+__all__ = [
+    "API_BASE",
+    "FAILURE_MODES",
+    "FAILURE_TARGETS",
+    "CallRecord",
+    "EmulatorState",
+    "EmulatorStats",
+    "Reply",
+    "Settings",
+    "json_reply",
+    "signing_key",
+]
+
+API_BASE = "/watcher/client-api/v3"
+FAILURE_TARGETS = frozenset({"login", "refresh", "call"})
+FAILURE_MODES = frozenset(
+    {
+        "401",
+        "500",
+        "502_html",
+        "503",
+        "drop",
+        "reset_mid_body",
+        "hang",
+        "non_json",
+        "bad_jwt",
+        "process_then_drop",
+    }
+)
+CALL_LOG_SIZE = 200_000
+MAX_PAGE_SIZE = 1000
+STREAMING_ENDPOINT = "https://streamer.example.invalid"
+
+_key_lock = threading.Lock()
+_key: rsa.RSAPrivateKey | None = None
+
+
+def signing_key() -> rsa.RSAPrivateKey:
+    """Return the process-wide RSA key that signs access tokens, making it on first use."""
+    global _key
+    with _key_lock:
+        if _key is None:
+            # One key per process: a 2048-bit key takes long enough to make that
+            # generating one per emulator would slow every test down.
+            _key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return _key
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What the emulated server does; see :class:`~watcher_auth.testing.WatcherEmulator`."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    clock: Callable[[], float] = time.time
+    access_lifetime: float = 300.0
+    refresh_lifetime: float = 30 * 86400.0
+    rotate_refresh_tokens: bool = False
+    max_sessions: int | None = None
+    server_clock_offset: float = 0.0
+    latency: float = 0.0
+    refresh_latency: float = 0.0
+    include_iat: bool = True
+    send_date_header: bool = True
+    legacy_error_field: bool = False
+    hang_seconds: float = 5.0
+
+    def now(self) -> float:
+        """The server's clock: ``clock() + server_clock_offset``."""
+        return self.clock() + self.server_clock_offset
+
+    def to_json(self) -> dict[str, Any]:
+        """Every setting but ``clock``, which is not data."""
+        return {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "clock"
+        }
+
+
+_FLOAT_SETTINGS = frozenset(
+    {
+        "access_lifetime",
+        "refresh_lifetime",
+        "server_clock_offset",
+        "latency",
+        "refresh_latency",
+        "hang_seconds",
+    }
+)
+_BOOL_SETTINGS = frozenset(
+    {"rotate_refresh_tokens", "include_iat", "send_date_header", "legacy_error_field"}
+)
+
+
+def _checked_settings(changes: Mapping[str, Any]) -> dict[str, Any]:
+    checked: dict[str, Any] = {}
+    for name, value in changes.items():
+        if name in _FLOAT_SETTINGS:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number, not {value!r}")
+            value = float(value)
+        elif name in _BOOL_SETTINGS:
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool, not {value!r}")
+        elif name == "max_sessions":
+            _check_max_sessions(value)
+        elif name == "port":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"port must be an int, not {value!r}")
+        elif name == "host":
+            if not isinstance(value, str):
+                raise TypeError(f"host must be a str, not {value!r}")
+        elif name == "clock":
+            if not callable(value):
+                raise TypeError("clock must be callable")
+        else:
+            raise ValueError(f"unknown emulator setting {name!r}")
+        checked[name] = value
+    return checked
+
+
+def _check_max_sessions(value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"max_sessions must be a positive int or None, not {value!r}")
+
+
+class CallRecord(NamedTuple):
+    """One answered API call made with a valid access token."""
+
+    username: str
+    method: str
+    path: str
+    query: str
+
+
+@dataclasses.dataclass(frozen=True)
+class EmulatorStats:
+    """A snapshot of what the emulator has seen since it started or since ``reset_stats()``.
+
+    Attributes:
+        password_logins: Successful logins with a password.
+        failed_logins: Password logins refused (wrong password, unknown user, no credentials).
+        refreshes: Successful logins with a refresh token.
+        rejected_refreshes: Refresh tokens refused (unknown, rotated away, expired, revoked).
+        unauthorized: 401 answers to API calls (not to ``/login``), injected ones included.
+        calls: API calls answered, except ``/login`` and injected failures.
+        calls_by_user: Answered calls per authenticated user.
+        evicted_sessions: Sessions pushed out by a user's ``max_sessions``.
+        active_sessions: Live sessions per user (users with none are left out); this is
+            state, so ``reset_stats()`` does not clear it.
+        injected_failures: Failures from ``fail_next()`` used up so far.
+    """
+
+    password_logins: int = 0
+    failed_logins: int = 0
+    refreshes: int = 0
+    rejected_refreshes: int = 0
+    unauthorized: int = 0
+    calls: int = 0
+    calls_by_user: dict[str, int] = dataclasses.field(default_factory=dict)
+    evicted_sessions: int = 0
+    active_sessions: dict[str, int] = dataclasses.field(default_factory=dict)
+    injected_failures: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The snapshot as JSON-ready data."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EmulatorStats:
+        """Rebuild a snapshot from :meth:`to_dict` output."""
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+
+@dataclasses.dataclass
+class _Counters:
+    password_logins: int = 0
+    failed_logins: int = 0
+    refreshes: int = 0
+    rejected_refreshes: int = 0
+    unauthorized: int = 0
+    calls: int = 0
+    calls_by_user: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    evicted_sessions: int = 0
+    injected_failures: int = 0
+
+
+class Reply(NamedTuple):
+    """An HTTP answer: status, body and its content type."""
+
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+
+
+def json_reply(status: int, payload: object) -> Reply:
+    """A JSON answer."""
+    return Reply(status, json.dumps(payload).encode())
+
+
+class ApiError(Exception):
+    """An API error answered with a JSON:API body."""
+
+    def __init__(self, status: int, code: str, title: str) -> None:
+        super().__init__(title)
+        self.status = status
+        self.code = code
+        self.title = title
+
+
+@dataclasses.dataclass
+class _Session:
+    id: str
+    username: str
+    refresh_token: str
+    refresh_expires_at: float
+    # Access tokens carry an issue serial; those below this one were revoked.
+    min_access_serial: int = 0
+
+
+@dataclasses.dataclass
+class _User:
+    id: int
+    name: str
+    password: str
+    fullname: str
+    email: str
+    is_admin: bool
+    max_sessions: int | None
+    streams: dict[str, dict[str, Any]]
+    # Oldest first, so eviction pops from the front.
+    sessions: dict[str, _Session] = dataclasses.field(default_factory=dict)
+
+    @property
+    def folder_id(self) -> int:
+        return 1000 + self.id
+
+
+class EmulatorState:
+    """Everything the emulated Watcher knows; every method is thread-safe."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._lock = threading.Lock()
+        self._settings = settings
+        self._users: dict[str, _User] = {}
+        self._sessions: dict[str, _Session] = {}
+        self._refresh_tokens: dict[str, str] = {}
+        self._counters = _Counters()
+        self._access_serials = itertools.count(1)
+        self._call_log: collections.deque[CallRecord] = collections.deque(maxlen=CALL_LOG_SIZE)
+        self._failures: dict[str, collections.deque[str]] = {
+            target: collections.deque() for target in FAILURE_TARGETS
+        }
+
+    # Control.
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def configure(self, changes: Mapping[str, Any]) -> Settings:
+        checked = _checked_settings(changes)
+        with self._lock:
+            self._settings = dataclasses.replace(self._settings, **checked)
+            return self._settings
+
+    def advance_clock(self, seconds: float) -> float:
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise TypeError(f"seconds must be a number, not {seconds!r}")
+        with self._lock:
+            offset = self._settings.server_clock_offset + seconds
+            self._settings = dataclasses.replace(self._settings, server_clock_offset=offset)
+            return self._settings.now()
+
+    def add_user(
+        self,
+        username: str,
+        password: str,
+        *,
+        fullname: str | None = None,
+        email: str | None = None,
+        is_admin: bool = False,
+        max_sessions: int | None = None,
+        streams: int | list[dict[str, Any]] | None = None,
+    ) -> None:
+        if not isinstance(username, str) or not username or ":" in username:
+            raise ValueError(f"bad username {username!r}: non-empty, without ':'")
+        if not isinstance(password, str):
+            raise TypeError("password must be a str")
+        _check_max_sessions(max_sessions)
+        with self._lock:
+            user = self._users.get(username)
+            if user is None:
+                user = _User(
+                    id=len(self._users) + 1,
+                    name=username,
+                    password=password,
+                    fullname="",
+                    email="",
+                    is_admin=False,
+                    max_sessions=None,
+                    streams={},
+                )
+                self._users[username] = user
+                if streams is None:
+                    streams = 3
+            user.password = password
+            user.fullname = fullname if fullname is not None else username.capitalize()
+            user.email = email if email is not None else f"{username}@example.com"
+            user.is_admin = bool(is_admin)
+            user.max_sessions = max_sessions
+            if streams is not None:
+                user.streams = _seed_streams(user, streams)
+
+    def revoke(self, username: str) -> int:
+        with self._lock:
+            user = self._users.get(username)
+            if user is None:
+                raise KeyError(f"no user {username!r}")
+            sessions = list(user.sessions.values())
+            for session in sessions:
+                self._end_session(session)
+            return len(sessions)
+
+    def revoke_access_tokens(self, username: str) -> int:
+        with self._lock:
+            user = self._users.get(username)
+            if user is None:
+                raise KeyError(f"no user {username!r}")
+            serial = next(self._access_serials)
+            for session in user.sessions.values():
+                session.min_access_serial = serial
+            return len(user.sessions)
+
+    def fail_next(self, target: str, count: int = 1, mode: str = "500") -> None:
+        if target not in FAILURE_TARGETS:
+            raise ValueError(f"target must be one of {sorted(FAILURE_TARGETS)}, not {target!r}")
+        if mode not in FAILURE_MODES:
+            raise ValueError(f"mode must be one of {sorted(FAILURE_MODES)}, not {mode!r}")
+        if mode == "bad_jwt" and target == "call":
+            raise ValueError("mode 'bad_jwt' applies to 'login' and 'refresh' only")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"count must be an int >= 0, not {count!r}")
+        with self._lock:
+            self._failures[target].extend([mode] * count)
+
+    def take_failure(self, target: str) -> str | None:
+        with self._lock:
+            queue = self._failures[target]
+            if not queue:
+                return None
+            self._counters.injected_failures += 1
+            return queue.popleft()
+
+    def stats(self) -> EmulatorStats:
+        now = self._settings.now()
+        with self._lock:
+            for user in self._users.values():
+                self._drop_expired(user, now)
+            c = self._counters
+            return EmulatorStats(
+                password_logins=c.password_logins,
+                failed_logins=c.failed_logins,
+                refreshes=c.refreshes,
+                rejected_refreshes=c.rejected_refreshes,
+                unauthorized=c.unauthorized,
+                calls=c.calls,
+                calls_by_user=dict(c.calls_by_user),
+                evicted_sessions=c.evicted_sessions,
+                active_sessions={
+                    u.name: len(u.sessions) for u in self._users.values() if u.sessions
+                },
+                injected_failures=c.injected_failures,
+            )
+
+    def reset_stats(self) -> None:
+        with self._lock:
+            self._counters = _Counters()
+            self._call_log.clear()
+
+    def call_log(self) -> list[CallRecord]:
+        with self._lock:
+            return list(self._call_log)
+
+    def injected_401(self, target: str) -> Reply:
+        """The 401 a ``fail_next(target, mode="401")`` answers; on calls it counts as one."""
+        if target == "login":
+            return self.error_reply(401, "invalid_credentials", "Invalid login or password")
+        if target == "refresh":
+            return self.error_reply(401, "invalid_refresh_token", "Refresh token is invalid")
+        with self._lock:
+            self._counters.unauthorized += 1
+        return self.error_reply(401, "token_expired", "Access token has expired")
+
+    def error_reply(self, status: int, code: str, title: str) -> Reply:
+        """A JSON:API error body, with the old top-level ``error`` when so configured."""
+        body: dict[str, Any] = {
+            "errors": [
+                {
+                    "id": None,
+                    "status": str(status),
+                    "code": code,
+                    "title": title,
+                    "source": {"pointer": None, "parameter": None},
+                    "meta": {},
+                }
+            ]
+        }
+        if self._settings.legacy_error_field:
+            body["error"] = title
+        return json_reply(status, body)
+
+    # The API.
+
+    def login(self, authorization: str | None) -> Reply:
+        """``POST /login``: a password (HTTP Basic) or a refresh token (Bearer)."""
+        scheme, _, credentials = (authorization or "").strip().partition(" ")
+        if scheme.lower() == "bearer":
+            return self._refresh(credentials.strip())
+        username, password = _parse_basic(credentials) if scheme.lower() == "basic" else ("", "")
+        settings = self._settings
+        now = settings.now()
+        with self._lock:
+            user = self._users.get(username)
+            if user is None or not hmac.compare_digest(user.password.encode(), password.encode()):
+                self._counters.failed_logins += 1
+                return self.error_reply(401, "invalid_credentials", "Invalid login or password")
+            self._drop_expired(user, now)
+            session = _Session(
+                id=str(uuid.uuid4()),
+                username=username,
+                refresh_token=str(uuid.uuid4()),
+                refresh_expires_at=now + settings.refresh_lifetime,
+            )
+            self._sessions[session.id] = session
+            self._refresh_tokens[session.refresh_token] = session.id
+            user.sessions[session.id] = session
+            limit = user.max_sessions if user.max_sessions is not None else settings.max_sessions
+            while limit is not None and len(user.sessions) > limit:
+                self._end_session(next(iter(user.sessions.values())))
+                self._counters.evicted_sessions += 1
+            self._counters.password_logins += 1
+            refresh_token = session.refresh_token
+            serial = next(self._access_serials)
+        return self._token_reply(settings, now, username, session.id, refresh_token, serial)
+
+    def _refresh(self, token: str) -> Reply:
+        settings = self._settings
+        now = settings.now()
+        with self._lock:
+            session = self._sessions.get(self._refresh_tokens.get(token, ""))
+            if session is None or session.refresh_expires_at <= now:
+                self._counters.rejected_refreshes += 1
+                return self.error_reply(401, "invalid_refresh_token", "Refresh token is invalid")
+            if settings.rotate_refresh_tokens:
+                del self._refresh_tokens[token]
+                session.refresh_token = str(uuid.uuid4())
+                session.refresh_expires_at = now + settings.refresh_lifetime
+                self._refresh_tokens[session.refresh_token] = session.id
+            self._counters.refreshes += 1
+            username, session_id, refresh_token = (
+                session.username,
+                session.id,
+                session.refresh_token,
+            )
+            serial = next(self._access_serials)
+        return self._token_reply(settings, now, username, session_id, refresh_token, serial)
+
+    def _token_reply(
+        self,
+        settings: Settings,
+        now: float,
+        username: str,
+        session_id: str,
+        refresh_token: str,
+        serial: int,
+    ) -> Reply:
+        claims: dict[str, Any] = {
+            "sub": username,
+            "session": session_id,
+            "exp": int(now + settings.access_lifetime),
+            # Distinct even for two tokens issued in the same second; the serial lets
+            # revoke_access_tokens() kill the tokens issued so far.
+            "jti": f"{serial}-{uuid.uuid4().hex}",
+        }
+        if settings.include_iat:
+            claims["iat"] = int(now)
+        access_token = jwt.encode(claims, signing_key(), algorithm="RS256")
+        return json_reply(200, {"access_token": access_token, "refresh_token": refresh_token})
+
+    def call(
+        self, method: str, path: str, query: str, authorization: str | None, body: bytes
+    ) -> Reply:
+        """Any API request but ``/login``, authorized by an access token."""
+        try:
+            username = self._authenticate(authorization)
+        except ApiError as exc:
+            with self._lock:
+                self._counters.calls += 1
+                self._counters.unauthorized += 1
+            return self.error_reply(exc.status, exc.code, exc.title)
+        with self._lock:
+            self._counters.calls += 1
+            self._counters.calls_by_user[username] += 1
+            self._call_log.append(CallRecord(username, method, path, query))
+            try:
+                status, payload = self._route(self._users[username], method, path, query, body)
+            except ApiError as exc:
+                return self.error_reply(exc.status, exc.code, exc.title)
+            # Serialized under the lock: the payload shares dicts with the live state.
+            return json_reply(status, payload) if status != 204 else Reply(204, b"", "")
+
+    def _authenticate(self, authorization: str | None) -> str:
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "unauthorized", "Authorization required")
+        try:
+            claims = jwt.decode(
+                token.strip(),
+                signing_key().public_key(),
+                algorithms=["RS256"],
+                # Time is checked below against the server clock, which may be a fake one.
+                options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
+            )
+        except jwt.PyJWTError:
+            raise ApiError(401, "invalid_token", "Access token is invalid") from None
+        now = self._settings.now()
+        exp = claims.get("exp")
+        if isinstance(exp, bool) or not isinstance(exp, (int, float)) or exp <= now:
+            raise ApiError(401, "token_expired", "Access token has expired")
+        with self._lock:
+            session = self._sessions.get(str(claims.get("session")))
+            if session is None or session.refresh_expires_at <= now:
+                raise ApiError(401, "session_closed", "Session is closed")
+            if _serial(claims.get("jti")) < session.min_access_serial:
+                raise ApiError(401, "token_revoked", "Access token was revoked")
+            return session.username
+
+    def _route(
+        self, user: _User, method: str, path: str, query: str, body: bytes
+    ) -> tuple[int, object]:
+        parts = [unquote(p) for p in path[len(API_BASE) :].strip("/").split("/")]
+        match parts:
+            case ["streams"]:
+                _allow(method, "GET")
+                return 200, _list_streams(user, query)
+            case ["streams", name]:
+                _allow(method, "GET", "PUT", "DELETE")
+                stream = user.streams.get(name)
+                if stream is None:
+                    raise ApiError(404, "not_found", f"Stream {name!r} not found")
+                if method == "DELETE":
+                    del user.streams[name]
+                    return 204, None
+                if method == "PUT":
+                    stream.update({k: v for k, v in _json_object(body).items() if k != "name"})
+                return 200, stream
+            case ["profile"]:
+                _allow(method, "GET", "PUT")
+                if method == "PUT":
+                    _update_profile(user, _json_object(body))
+                return 200, self._profile(user)
+            case ["users"]:
+                _allow(method, "GET")
+                if not user.is_admin:
+                    raise ApiError(403, "forbidden", "Permission denied")
+                return 200, {"users_list": [self._profile(u) for u in self._users.values()]}
+            case ["organizations"]:
+                _allow(method, "GET")
+                return 200, {"organizations": [_organization(u) for u in self._visible(user)]}
+            case ["organizations", org_id, "folders"]:
+                _allow(method, "GET")
+                for owner in self._visible(user):
+                    if str(owner.id) == org_id:
+                        return 200, {"folders": [_folder(owner)]}
+                raise ApiError(404, "not_found", f"Organization {org_id!r} not found")
+        raise ApiError(404, "not_found", "Not found")
+
+    def _visible(self, user: _User) -> list[_User]:
+        return list(self._users.values()) if user.is_admin else [user]
+
+    def _profile(self, user: _User) -> dict[str, Any]:
+        max_sessions = user.max_sessions
+        if max_sessions is None:
+            max_sessions = self._settings.max_sessions
+        return {
+            "id": user.id,
+            "name": user.name,
+            "fullname": user.fullname,
+            "email": user.email,
+            "is_admin": user.is_admin,
+            "max_sessions": max_sessions,
+        }
+
+    # Sessions; callers hold the lock.
+
+    def _end_session(self, session: _Session) -> None:
+        self._sessions.pop(session.id, None)
+        self._refresh_tokens.pop(session.refresh_token, None)
+        self._users[session.username].sessions.pop(session.id, None)
+
+    def _drop_expired(self, user: _User, now: float) -> None:
+        for session in [s for s in user.sessions.values() if s.refresh_expires_at <= now]:
+            self._end_session(session)
+
+
+def _serial(jti: object) -> int:
+    try:
+        return int(str(jti).partition("-")[0])
+    except ValueError:
+        return 0
+
+
+def _allow(method: str, *allowed: str) -> None:
+    if method not in allowed:
+        raise ApiError(405, "method_not_allowed", f"{method} is not allowed here")
+
+
+def _parse_basic(credentials: str) -> tuple[str, str]:
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return "", ""
+    username, _, password = decoded.partition(":")
+    return username, password
+
+
+def _seed_streams(user: _User, streams: int | list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    if isinstance(streams, bool) or not isinstance(streams, (int, list)):
+        raise TypeError("streams must be a count or a list of stream dicts")
+    if isinstance(streams, int):
+        return {
+            s["name"]: s
+            for s in (_stream(user, f"{user.name}-cam-{i}", f"Camera {i}") for i in range(streams))
+        }
+    seeded: dict[str, dict[str, Any]] = {}
+    for given in streams:
+        if not isinstance(given, dict) or not isinstance(given.get("name"), str):
+            raise ValueError(f"each stream needs a str 'name': {given!r}")
+        seeded[given["name"]] = {**_stream(user, given["name"], given["name"]), **given}
+    return seeded
+
+
+def _stream(user: _User, name: str, title: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "title": title,
+        "organization_id": user.id,
+        "folder_id": user.folder_id,
+        "stats": {
+            "alive": True,
+            "status": "running",
+            "playback_token": secrets.token_urlsafe(16),
+            "streaming_endpoint": STREAMING_ENDPOINT,
+        },
+    }
+
+
+def _organization(user: _User) -> dict[str, Any]:
+    return {"id": user.id, "title": f"{user.name} organization"}
+
+
+def _folder(user: _User) -> dict[str, Any]:
+    return {"id": user.folder_id, "organization_id": user.id, "title": "Cameras"}
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise ApiError(400, "bad_request", "Request body is not JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "bad_request", "Request body must be a JSON object")
+    return data
+
+
+def _update_profile(user: _User, changes: dict[str, Any]) -> None:
+    for name in ("fullname", "email"):
+        if name in changes:
+            if not isinstance(changes[name], str):
+                raise ApiError(400, "bad_request", f"{name} must be a string")
+            setattr(user, name, changes[name])
+    if "max_sessions" in changes:
+        try:
+            _check_max_sessions(changes["max_sessions"])
+        except ValueError as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
+        user.max_sessions = changes["max_sessions"]
+
+
+def _list_streams(user: _User, query: str) -> dict[str, Any]:
+    params = _query_params(query)
+    position: dict[str, Any] = {}
+    if params.get("cursor"):
+        position = _decode_cursor(params["cursor"])
+    # A cursor remembers the query it came from; parameters sent again win.
+    q = params.get("q", position.get("q", ""))
+    raw_limit = params.get("limit", position.get("limit", 100))
+    try:
+        limit = min(int(raw_limit), MAX_PAGE_SIZE)
+    except (TypeError, ValueError):
+        raise ApiError(400, "bad_request", "limit must be an integer") from None
+    if limit < 1:
+        raise ApiError(400, "bad_request", "limit must be at least 1")
+    needle = str(q).lower()
+    items = sorted(
+        (
+            s
+            for s in user.streams.values()
+            if needle in str(s.get("name", "")).lower() or needle in str(s.get("title", "")).lower()
+        ),
+        key=lambda s: str(s["name"]),
+    )
+    names = [str(s["name"]) for s in items]
+    if "after" in position:
+        start = bisect.bisect_right(names, str(position["after"]))
+        end = start + limit
+    elif "before" in position:
+        end = bisect.bisect_left(names, str(position["before"]))
+        start = max(0, end - limit)
+    else:
+        start, end = 0, limit
+    page = items[start:end]
+    next_cursor = prev_cursor = None
+    if page and end < len(items):
+        next_cursor = _encode_cursor({"after": names[end - 1], "q": q, "limit": limit})
+    if page and start > 0:
+        prev_cursor = _encode_cursor({"before": names[start], "q": q, "limit": limit})
+    return {
+        "estimated_count": len(items),
+        "next": next_cursor,
+        "prev": prev_cursor,
+        "timing": {},
+        "streams": page,
+    }
+
+
+def _query_params(query: str) -> dict[str, str]:
+    return dict(parse_qsl(query, keep_blank_values=True))
+
+
+def _encode_cursor(position: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> dict[str, Any]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        position = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, binascii.Error):
+        raise ApiError(400, "invalid_cursor", "cursor is invalid") from None
+    if not isinstance(position, dict) or not any(
+        isinstance(position.get(k), str) for k in ("after", "before")
+    ):
+        raise ApiError(400, "invalid_cursor", "cursor is invalid")
+    return position

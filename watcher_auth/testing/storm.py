@@ -1,0 +1,143 @@
+"""Refresh storms: many processes and threads calling through one key across expiries.
+
+The parent moves a :class:`~watcher_auth.testing.clock.SharedClock` past the access token's
+lifetime between phases, so every phase after the first finds the token expired in every
+worker at once; a correct manager and store make exactly one refresh per phase.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from watcher_auth._manager import TokenManager
+from watcher_auth.testing.clock import SharedClock
+
+__all__ = ["StormResult", "run_storm"]
+
+_PHASE_TIMEOUT = 120.0
+
+
+@dataclass
+class StormResult:
+    """What the workers saw: how many calls they made, and every error (as text)."""
+
+    calls: int = 0
+    errors: list[str] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+
+
+def run_storm(
+    make_manager: Callable[[], TokenManager],
+    *,
+    clock: SharedClock,
+    lifetime: float,
+    processes: int = 4,
+    threads: int = 8,
+    expiries: int = 3,
+    calls_per_phase: int = 3,
+    key: str = "storm",
+    path: str = "profile",
+    before_fork: Callable[[], None] | None = None,
+) -> StormResult:
+    """Run ``processes`` times ``threads`` callers through ``expiries + 1`` phases.
+
+    Args:
+        make_manager: builds the manager in each worker (after the fork, so it opens its own
+            connections); it must use ``clock`` and a store shared across processes.
+        clock: the clock shared by the emulator and the managers.
+        lifetime: the emulator's access-token lifetime; each phase moves the clock this far.
+        processes: worker processes (1 runs the threads in this process, no fork).
+        threads: threads per worker.
+        expiries: how many times the token expires during the run.
+        calls_per_phase: calls each thread makes in each phase.
+        key: the user key every caller uses (log it in before calling this).
+        path: the API path each call GETs.
+        before_fork: run in this process before forking (close inherited connections).
+    """
+    ctx = multiprocessing.get_context("fork")
+    parties = processes * threads + 1
+    barrier: Any = ctx.Barrier(parties) if processes > 1 else threading.Barrier(parties)
+    queue: Any = ctx.Queue()
+    args = (make_manager, barrier, queue, threads, expiries, calls_per_phase, key, path)
+    workers: list[Any] = []
+    if processes > 1:
+        if before_fork is not None:
+            before_fork()
+        workers = [ctx.Process(target=_worker, args=args, daemon=True) for _ in range(processes)]
+    else:
+        workers = [threading.Thread(target=_worker, args=args, daemon=True)]
+    for worker in workers:
+        worker.start()
+    errors: list[str] = []
+    try:
+        for phase in range(expiries + 1):
+            if phase:
+                clock.advance(lifetime)
+            barrier.wait(_PHASE_TIMEOUT)  # start of the phase
+            barrier.wait(_PHASE_TIMEOUT)  # every caller done with it
+    except threading.BrokenBarrierError:
+        errors.append("a worker did not reach the end of a phase in time")
+    result = StormResult(errors=errors)
+    for _ in workers:
+        calls, worker_errors, statuses = queue.get(timeout=_PHASE_TIMEOUT)
+        result.calls += calls
+        result.errors.extend(worker_errors)
+        for status, count in statuses.items():
+            result.statuses[status] = result.statuses.get(status, 0) + count
+    for worker in workers:
+        worker.join(_PHASE_TIMEOUT)
+    return result
+
+
+def _worker(
+    make_manager: Callable[[], TokenManager],
+    barrier: Any,
+    queue: Any,
+    threads: int,
+    expiries: int,
+    calls_per_phase: int,
+    key: str,
+    path: str,
+) -> None:
+    errors: list[str] = []
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+    calls = 0
+    try:
+        manager = make_manager()
+    except Exception:
+        queue.put((0, [traceback.format_exc()], {}))
+        barrier.abort()
+        return
+
+    def caller() -> None:
+        nonlocal calls
+        session = manager.session(key)
+        for _phase in range(expiries + 1):
+            barrier.wait(_PHASE_TIMEOUT)
+            for _ in range(calls_per_phase):
+                try:
+                    status = session.get(path).status_code
+                except Exception as exc:
+                    with lock:
+                        errors.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                with lock:
+                    calls += 1
+                    statuses[status] = statuses.get(status, 0) + 1
+                    if status != 200:
+                        errors.append(f"HTTP {status}")
+            barrier.wait(_PHASE_TIMEOUT)
+
+    pool = [threading.Thread(target=caller, daemon=True) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    manager.close()
+    queue.put((calls, errors, statuses))
