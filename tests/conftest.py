@@ -26,6 +26,7 @@ def _start_recording_server() -> tuple[RecordingServer, http.server.ThreadingHTT
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
 
         def do_GET(self) -> None:
             record.seen.append({"path": self.path, **dict(self.headers.items())})
