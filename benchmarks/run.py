@@ -10,6 +10,7 @@ a bare ``requests`` call, store round trips per call in the steady state, and sc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import http.server
 import importlib.metadata
@@ -30,6 +31,7 @@ import requests
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "integrations"), str(HERE.parent)]
+
 
 from _naive import NaiveClient  # noqa: E402
 from _stores import STORES, StoreUnavailable  # noqa: E402
@@ -95,7 +97,7 @@ def storm_section(shapes: list[tuple[int, int]], duration: float) -> Section:
         "Refresh storm",
         [
             "store",
-            "P×T",
+            "PxT",
             "logins",
             "refreshes",
             "rejected",
@@ -152,7 +154,7 @@ def _row(
     expiries = int((time.time() - since) // LIFETIME)
     return StormRow(
         name,
-        f"{shape[0]}×{shape[1]}",
+        f"{shape[0]}x{shape[1]}",
         stats.password_logins,
         stats.refreshes,
         stats.rejected_refreshes,
@@ -397,10 +399,8 @@ def machine() -> str:
         "SQLAlchemy",
         "psycopg",
     ):
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions.append(f"{dist} {importlib.metadata.version(dist)}")
-        except importlib.metadata.PackageNotFoundError:
-            pass
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -417,7 +417,7 @@ def machine() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 s storms, 1×32 and 4×8 only")
+    parser.add_argument("--quick", action="store_true", help="3 s storms, 1x32 and 4x8 only")
     parser.add_argument("--only", choices=["storm", "overhead", "steady", "scale"])
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
     args = parser.parse_args(argv)
