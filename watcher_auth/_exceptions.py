@@ -5,6 +5,8 @@ Messages never carry a token, password, API key or session id.
 
 from __future__ import annotations
 
+import requests
+
 __all__ = [
     "ConfigurationError",
     "InvalidCredentials",
@@ -15,6 +17,7 @@ __all__ = [
     "TokenDecryptionError",
     "WatcherAPIError",
     "WatcherAuthError",
+    "WatcherConnectionError",
     "WatcherPermissionDenied",
     "WatcherProtocolError",
     "WatcherUnavailable",
@@ -40,6 +43,13 @@ class WatcherUnavailable(WatcherAuthError):
     """Watcher could not be reached or answered with a server error; try again later.
 
     Nothing stored was changed.
+    """
+
+
+class WatcherConnectionError(WatcherUnavailable, requests.RequestException):
+    """An API call through a Watcher session failed in transit (connection, timeout, cut body).
+
+    Also a ``requests.RequestException``, so code written for ``requests`` still catches it.
     """
 
 

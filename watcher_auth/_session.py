@@ -12,7 +12,12 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 
-from watcher_auth._exceptions import WatcherAPIError, WatcherProtocolError
+from watcher_auth._exceptions import (
+    WatcherAPIError,
+    WatcherAuthError,
+    WatcherConnectionError,
+    WatcherProtocolError,
+)
 from watcher_auth._policy import error_summary, parse_json_object
 from watcher_auth._tokens import TokenPair
 
@@ -158,7 +163,15 @@ class WatcherSession(requests.Session):
             url = url.decode()
         if len(args) <= 6 and "timeout" not in kwargs:  # timeout is the 7th extra positional
             kwargs["timeout"] = self.timeout
-        return super().request(method, self.url_for(url), *args, **kwargs)
+        try:
+            return super().request(method, self.url_for(url), *args, **kwargs)
+        except requests.RequestException as exc:
+            if isinstance(exc, WatcherAuthError):
+                raise
+            raise WatcherConnectionError(
+                f"Watcher call {_as_text(method)} {_path_only(self.url_for(url))} failed "
+                f"({type(exc).__name__})"
+            ) from exc
 
     def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: Any) -> None:
         super().rebuild_auth(prepared_request, response)  # type: ignore[no-untyped-call]
@@ -223,6 +236,10 @@ class WatcherSession(requests.Session):
 
     def __repr__(self) -> str:
         return f"<WatcherSession {self.base_url} auth={self.auth!r}>"
+
+
+def _as_text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _path_only(url: str) -> str:
