@@ -1,1 +1,79 @@
-"""Flask integration for watcher-auth."""
+"""Flask integration for watcher-auth: each portal user's own Watcher account.
+
+::
+
+    from flask_watcher_auth import WatcherAuth, current_watcher, watcher_required
+
+    app.config["WATCHER_URL"] = "https://watcher.example.com"
+    watcher_auth = WatcherAuth(app)          # or WatcherAuth() then watcher_auth.init_app(app)
+
+    @app.get("/cameras")
+    @watcher_required
+    def cameras():
+        streams = current_watcher.get("streams").json()["streams"]
+        return render_template("cameras.html", streams=streams)
+
+The user key comes from Flask-Login's ``current_user`` or from a
+``@watcher_auth.user_key_loader`` function. The blueprint ``watcher_auth`` (under
+``WATCHER_URL_PREFIX``) has the ``connect``, ``disconnect`` and ``status`` pages; its
+templates live under ``watcher_auth/`` and the app's own templates of the same name win.
+``flask watcher status | disconnect USER | check`` manage accounts from the shell.
+
+Configuration (:data:`CONFIG_DEFAULTS`), checked by ``init_app``:
+
+========================  ============================  ========================================
+Key                       Default                       Meaning
+========================  ============================  ========================================
+WATCHER_URL               (required)                    Watcher's address
+WATCHER_STORE             ``"memory"``                  ``"memory"``, ``"redis"``, ``"sqlalchemy"``,
+                                                        a dotted path, or a TokenStore
+WATCHER_STORE_OPTIONS     ``{}``                        keyword arguments for the store
+WATCHER_REDIS_URL         ``redis://127.0.0.1:6379/0``  the ``"redis"`` store's server
+WATCHER_SQLALCHEMY_URL    ``SQLALCHEMY_DATABASE_URI``   the ``"sqlalchemy"`` store's database
+WATCHER_ENCRYPTION_KEYS   ``[]`` (``SECRET_KEY``)       keys encrypting stored tokens, newest
+                                                        first (older ones still decrypt)
+WATCHER_TIMEOUT           ``10.0``                      seconds per request to Watcher
+WATCHER_REFRESH_MARGIN    ``None`` (10%, <= 60 s)       seconds before expiry to refresh
+WATCHER_LOCK_TIMEOUT      ``30.0``                      seconds to wait for another refresh
+WATCHER_LOCAL_CACHE_SIZE  ``10000``                     fresh pairs cached per process
+WATCHER_VERIFY_TLS        ``True``                      TLS verification, or a CA bundle path
+WATCHER_SERVICE_USERNAME  ``None`` (or environment)     a service account for users who
+WATCHER_SERVICE_PASSWORD  ``None`` (or environment)     connected no account of their own
+WATCHER_CONNECT_VIEW      ``"watcher_auth.connect"``    where reconnecting users are sent
+WATCHER_URL_PREFIX        ``"/watcher"``                the blueprint's URL prefix
+WATCHER_CLOCK             ``None`` (``time.time``)      the clock, for tests
+========================  ============================  ========================================
+"""
+
+from flask_watcher_auth._extension import (
+    SERVICE_ACCOUNT_KEY,
+    WatcherAuth,
+    WatcherState,
+    current_watcher,
+    get_state,
+    watcher_required,
+)
+from flask_watcher_auth._settings import CONFIG_DEFAULTS, WatcherSettings
+from flask_watcher_auth._views import safe_next_url
+from flask_watcher_auth.signals import (
+    watcher_connected,
+    watcher_disconnected,
+    watcher_reauthentication_required,
+    watcher_tokens_refreshed,
+)
+
+__all__ = [
+    "CONFIG_DEFAULTS",
+    "SERVICE_ACCOUNT_KEY",
+    "WatcherAuth",
+    "WatcherSettings",
+    "WatcherState",
+    "current_watcher",
+    "get_state",
+    "safe_next_url",
+    "watcher_connected",
+    "watcher_disconnected",
+    "watcher_reauthentication_required",
+    "watcher_required",
+    "watcher_tokens_refreshed",
+]

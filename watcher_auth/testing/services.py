@@ -26,7 +26,7 @@ DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 def service_missing(service: str, reason: str) -> NoReturn:
     """Skip the current test, or fail it when ``CI`` is set."""
-    message = f"{service} is not reachable: {reason}"
+    message = f"{service} is not reachable: {' '.join(reason.split())}"
     if os.environ.get("CI"):
         pytest.fail(f"{message} (CI is set, so tests never skip for a missing service)")
     pytest.skip(message)
@@ -59,7 +59,7 @@ def require_postgres() -> str:
     try:
         psycopg.connect(url, connect_timeout=3).close()
     except psycopg.Error as exc:
-        service_missing("PostgreSQL", f"{type(exc).__name__}: {exc}".strip())
+        service_missing("PostgreSQL", f"{type(exc).__name__}: {exc}")
     return url
 
 

@@ -1,0 +1,334 @@
+"""The extension object, its per-app state, ``current_watcher`` and ``watcher_required``."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+from urllib.parse import urlencode
+
+from flask import (
+    Flask,
+    Response,
+    current_app,
+    flash,
+    g,
+    has_request_context,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from werkzeug.local import LocalProxy
+from werkzeug.wrappers import Response as BaseResponse
+
+from flask_watcher_auth._csrf import SessionCsrf, WTFCsrf, choose_csrf
+from flask_watcher_auth._settings import WatcherSettings, build_store, load_settings
+from flask_watcher_auth.signals import SIGNALS
+from watcher_auth import (
+    ConfigurationError,
+    NotConnected,
+    ReauthenticationRequired,
+    TokenManager,
+    TokenStore,
+    WatcherEvent,
+    WatcherSession,
+    WatcherUnavailable,
+)
+
+__all__ = [
+    "EXTENSION_KEY",
+    "SERVICE_ACCOUNT_KEY",
+    "WatcherAuth",
+    "WatcherState",
+    "current_watcher",
+    "get_state",
+    "watcher_required",
+]
+
+EXTENSION_KEY = "watcher_auth"
+#: The user key under which the service account's tokens are stored.
+SERVICE_ACCOUNT_KEY = "watcher-service-account"
+
+F = TypeVar("F", bound=Callable[..., Any])
+UserKeyLoader = Callable[[], "str | int | None"]
+
+
+class WatcherAuth:
+    """Connects a Flask app's users to their Watcher accounts.
+
+    ``WatcherAuth(app)``, or ``watcher_auth = WatcherAuth()`` then ``init_app(app)`` in an
+    application factory. Everything per app lives in ``app.extensions["watcher_auth"]``
+    (a :class:`WatcherState`), so one object serves several apps.
+
+    Args:
+        app: the app to set up now.
+        store: a token store to use instead of the one ``WATCHER_STORE`` names.
+    """
+
+    def __init__(self, app: Flask | None = None, *, store: TokenStore | None = None) -> None:
+        self._store = store
+        self._user_key_loader: UserKeyLoader | None = None
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Read and validate the ``WATCHER_*`` config, then register the blueprint, error
+        handlers and CLI commands.
+
+        Raises:
+            ConfigurationError: a ``WATCHER_*`` key is missing or wrong (the message names it).
+        """
+        if EXTENSION_KEY in app.extensions:
+            raise ConfigurationError("WatcherAuth is already set up on this app")
+        settings = load_settings(app)
+        store = self._store if self._store is not None else build_store(settings)
+        app.extensions[EXTENSION_KEY] = WatcherState(self, app, settings, store)
+
+        from flask_watcher_auth._cli import watcher_cli
+        from flask_watcher_auth._views import blueprint
+
+        app.register_blueprint(blueprint, url_prefix=settings.url_prefix or None)
+        app.register_error_handler(NotConnected, _handle_not_connected)
+        app.register_error_handler(WatcherUnavailable, _handle_unavailable)
+        app.teardown_appcontext(_close_request_session)
+        app.cli.add_command(watcher_cli)
+
+    def user_key_loader(self, loader: UserKeyLoader) -> UserKeyLoader:
+        """Register ``loader() -> str | None`` giving the signed-in portal user's key.
+
+        It replaces Flask-Login's ``current_user.get_id()``; ``None`` means nobody is signed in.
+        """
+        self._user_key_loader = loader
+        return loader
+
+    @property
+    def manager(self) -> TokenManager:
+        """The current app's :class:`~watcher_auth.TokenManager`."""
+        return get_state().manager
+
+
+class WatcherState:
+    """What the extension keeps for one app (``app.extensions["watcher_auth"]``).
+
+    Attributes:
+        settings: the validated ``WATCHER_*`` configuration.
+        store: the token store.
+        csrf: the CSRF protection of the blueprint's forms.
+    """
+
+    def __init__(
+        self, extension: WatcherAuth, app: Flask, settings: WatcherSettings, store: TokenStore
+    ) -> None:
+        self.extension = extension
+        self.app = app
+        self.settings = settings
+        self.store = store
+        self.csrf: SessionCsrf | WTFCsrf = choose_csrf()
+        self._manager: TokenManager | None = None
+        self._manager_pid = 0
+        self._guard = threading.Lock()
+        self._make_manager()  # Now, so wrong settings fail at start-up.
+
+    @property
+    def manager(self) -> TokenManager:
+        """This process's token manager (a forked worker gets its own)."""
+        manager = self._manager
+        if manager is None or self._manager_pid != os.getpid():
+            with self._guard:
+                manager = self._manager
+                if manager is None or self._manager_pid != os.getpid():
+                    manager = self._make_manager()
+        return manager
+
+    def _make_manager(self) -> TokenManager:
+        settings = self.settings
+        options: dict[str, Any] = {}
+        if settings.clock is not None:
+            options["clock"] = settings.clock
+        manager = TokenManager(
+            settings.url,
+            store=self.store,
+            credentials=self._service_credentials if settings.has_service_account else None,
+            timeout=settings.timeout,
+            refresh_margin=settings.refresh_margin,
+            lock_timeout=settings.lock_timeout,
+            local_cache_size=settings.local_cache_size,
+            verify=settings.verify_tls,
+            **options,
+        )
+        manager.add_listener(self._send_signal)
+        self._manager, self._manager_pid = manager, os.getpid()
+        return manager
+
+    def user_key(self) -> str | None:
+        """The signed-in portal user's key, or ``None`` for an anonymous visitor."""
+        loader = self.extension._user_key_loader
+        key = loader() if loader is not None else _flask_login_user_key()
+        if key is None or key == "":
+            return None
+        return str(key)
+
+    def watcher_key(self) -> str:
+        """The key whose Watcher account serves this request.
+
+        The user's own; or the service account's when one is configured and the user has
+        connected none.
+
+        Raises:
+            NotConnected: nobody is signed in.
+        """
+        key = self.user_key()
+        if key is None:
+            raise NotConnected("", "nobody is signed in to the portal, so no Watcher account")
+        if self.settings.has_service_account and not self.manager.is_connected(key):
+            return SERVICE_ACCOUNT_KEY
+        return key
+
+    def connect_url(self, next_url: str | None = None) -> str:
+        """The connect page's URL, with ``next`` when given."""
+        target = self.settings.connect_view
+        if "/" in target:
+            return f"{target}?{urlencode({'next': next_url})}" if next_url else target
+        return url_for(target, next=next_url) if next_url else url_for(target)
+
+    def _service_credentials(self, key: str) -> tuple[str, str] | None:
+        settings = self.settings
+        if key != SERVICE_ACCOUNT_KEY or not settings.service_username:
+            return None
+        return settings.service_username, settings.service_password or ""
+
+    def _send_signal(self, event: WatcherEvent) -> None:
+        SIGNALS[event.type].send(
+            self.app,
+            user_key=event.key,
+            username=event.username,
+            server=event.server,
+            api=event.api,
+        )
+
+    def __repr__(self) -> str:
+        return f"<WatcherState {self.settings.url} store={self.store!r}>"
+
+
+def get_state(app: Flask | None = None) -> WatcherState:
+    """The extension's state for ``app`` (by default the current app).
+
+    Raises:
+        ConfigurationError: WatcherAuth was not set up on the app.
+    """
+    target = app if app is not None else current_app
+    state = target.extensions.get(EXTENSION_KEY)
+    if state is None:
+        raise ConfigurationError("WatcherAuth is not set up on this app: call init_app(app)")
+    return cast(WatcherState, state)
+
+
+class _RequestSession:
+    __slots__ = ("key", "owner", "session")
+
+    def __init__(self, owner: object, key: str, session: WatcherSession) -> None:
+        self.owner = owner
+        self.key = key
+        self.session = session
+
+
+def _request_session() -> _RequestSession:
+    owner = request._get_current_object() if has_request_context() else None  # type: ignore[attr-defined]
+    held: _RequestSession | None = g.get("_watcher_session")
+    # g outlives a request when the caller pushed an app context around several requests
+    # (common in tests): a session is reused only within the request that made it.
+    if held is not None and held.owner is owner:
+        return held
+    if held is not None:
+        held.session.close()
+    state = get_state()
+    key = state.watcher_key()
+    held = g._watcher_session = _RequestSession(owner, key, state.manager.session(key))
+    return held
+
+
+def _current_session() -> WatcherSession:
+    return _request_session().session
+
+
+#: The signed-in user's Watcher session (a ``requests.Session`` whose relative paths resolve
+#: against the Watcher API): ``current_watcher.get("streams").json()``. Made on first use in
+#: each request and kept on ``g``. Raises :class:`~watcher_auth.NotConnected` for anonymous
+#: visitors; the extension's error handler turns that into a redirect to the connect page.
+current_watcher: WatcherSession = cast(WatcherSession, LocalProxy(_current_session))
+
+
+def watcher_required(view: F) -> F:
+    """Only run ``view`` for a user whose Watcher account is connected and usable.
+
+    Otherwise the visitor is sent to the connect page (a 401 JSON answer for JSON requests);
+    an unreachable Watcher answers 503. Tokens are refreshed first when they are due.
+    """
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        get_state().manager.current_tokens(_request_session().key)
+        return current_app.ensure_sync(view)(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def wants_json() -> bool:
+    """Whether the request prefers JSON to HTML (``Accept`` or an XHR header)."""
+    if request.headers.get("X-Requested-With", "").lower() == "xmlhttprequest":
+        return True
+    accept = request.accept_mimetypes
+    best = accept.best_match(["text/html", "application/json"])
+    return best == "application/json" and accept[best] > accept["text/html"]
+
+
+def current_path() -> str:
+    """The request's path and query, to come back to after connecting."""
+    path = request.script_root + request.path
+    query = request.query_string.decode("latin-1")
+    return f"{path}?{query}" if query else path
+
+
+def _handle_not_connected(exc: NotConnected) -> BaseResponse:
+    state = get_state()
+    connect_url = state.connect_url(current_path() if request.method == "GET" else None)
+    if wants_json():
+        response = jsonify(error="watcher_reauthentication_required", connect_url=connect_url)
+        response.status_code = 401
+        return response
+    if isinstance(exc, ReauthenticationRequired) and current_app.secret_key:
+        flash("Watcher no longer accepts your saved sign-in. Connect your account again.")
+    return redirect(connect_url)
+
+
+def _handle_unavailable(exc: WatcherUnavailable) -> Response | tuple[str, int]:
+    if wants_json():
+        response = jsonify(error="watcher_unavailable")
+        response.status_code = 503
+        return response
+    return render_template("watcher_auth/unavailable.html"), 503
+
+
+def _close_request_session(exc: BaseException | None) -> None:
+    held: _RequestSession | None = g.pop("_watcher_session", None)
+    if held is not None:
+        held.session.close()
+
+
+def _flask_login_user_key() -> str | None:
+    if not hasattr(current_app, "login_manager"):
+        return None
+    try:
+        flask_login = importlib.import_module("flask_login")
+    except ImportError:
+        return None
+    user = flask_login.current_user
+    if user is None or not user.is_authenticated:
+        return None
+    key = user.get_id()
+    return None if key is None else str(key)

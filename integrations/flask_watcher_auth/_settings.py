@@ -1,0 +1,218 @@
+"""The ``WATCHER_*`` configuration keys: defaults, validation, and building the store."""
+
+from __future__ import annotations
+
+import numbers
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask
+
+from watcher_auth import ConfigurationError, TokenStore, normalize_server_url, resolve_store
+from watcher_auth.crypto import TokenCipher
+
+__all__ = ["CONFIG_DEFAULTS", "WatcherSettings", "build_store", "load_settings"]
+
+#: Every configuration key the extension reads, with its default.
+CONFIG_DEFAULTS: Mapping[str, Any] = {
+    "WATCHER_URL": None,
+    "WATCHER_STORE": "memory",
+    "WATCHER_STORE_OPTIONS": {},
+    "WATCHER_REDIS_URL": "redis://127.0.0.1:6379/0",
+    "WATCHER_SQLALCHEMY_URL": None,
+    "WATCHER_TIMEOUT": 10.0,
+    "WATCHER_REFRESH_MARGIN": None,
+    "WATCHER_LOCK_TIMEOUT": 30.0,
+    "WATCHER_LOCAL_CACHE_SIZE": 10_000,
+    "WATCHER_VERIFY_TLS": True,
+    "WATCHER_ENCRYPTION_KEYS": [],
+    "WATCHER_SERVICE_USERNAME": None,
+    "WATCHER_SERVICE_PASSWORD": None,
+    "WATCHER_CONNECT_VIEW": "watcher_auth.connect",
+    "WATCHER_URL_PREFIX": "/watcher",
+    "WATCHER_CLOCK": None,
+}
+
+_ENCRYPTED_STORES = ("redis", "sqlalchemy")
+
+
+@dataclass(frozen=True)
+class WatcherSettings:
+    """The validated ``WATCHER_*`` configuration of one app."""
+
+    url: str
+    store: str | TokenStore | type[TokenStore]
+    store_options: dict[str, Any] = field(repr=False)
+    redis_url: str = field(repr=False)
+    sqlalchemy_url: str | None = field(repr=False)
+    timeout: float | tuple[float, float]
+    refresh_margin: float | Callable[[float | None], float] | None
+    lock_timeout: float
+    local_cache_size: int
+    verify_tls: bool | str
+    encryption_keys: tuple[str | bytes, ...] = field(repr=False)
+    encryption_setting: str
+    service_username: str | None
+    service_password: str | None = field(repr=False)
+    connect_view: str
+    url_prefix: str
+    clock: Callable[[], float] | None
+
+    @property
+    def has_service_account(self) -> bool:
+        """Whether a service account is configured."""
+        return self.service_username is not None
+
+    def cipher(self) -> TokenCipher:
+        """The cipher for encrypted stores, from the keys or the app's ``SECRET_KEY``."""
+        if not self.encryption_keys:
+            raise ConfigurationError(
+                "WATCHER_ENCRYPTION_KEYS is empty and the app has no SECRET_KEY: "
+                "the token store needs a key to encrypt records with"
+            )
+        return TokenCipher(self.encryption_keys, setting=self.encryption_setting)
+
+
+def load_settings(app: Flask) -> WatcherSettings:
+    """Set every missing ``WATCHER_*`` key to its default and validate them all.
+
+    Raises:
+        ConfigurationError: a key is missing or wrong; the message names it.
+    """
+    config = app.config
+    for name, default in CONFIG_DEFAULTS.items():
+        config.setdefault(name, _copy(default))
+
+    url = config["WATCHER_URL"]
+    if not url:
+        raise ConfigurationError(
+            "WATCHER_URL is not set: give Watcher's address, e.g. 'https://watcher.example.com'"
+        )
+    try:
+        url = normalize_server_url(url)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"WATCHER_URL: {exc}") from None
+
+    store = config["WATCHER_STORE"]
+    if not isinstance(store, (str, TokenStore)) and not (
+        isinstance(store, type) and issubclass(store, TokenStore)
+    ):
+        raise ConfigurationError(
+            "WATCHER_STORE must be 'memory', 'redis', 'sqlalchemy', a dotted path, "
+            f"a TokenStore class or instance, not {type(store).__name__}"
+        )
+    options = config["WATCHER_STORE_OPTIONS"]
+    if not isinstance(options, Mapping):
+        raise ConfigurationError("WATCHER_STORE_OPTIONS must be a dict of store arguments")
+
+    keys = config["WATCHER_ENCRYPTION_KEYS"]
+    if isinstance(keys, (str, bytes)):
+        keys = [keys]
+    if not isinstance(keys, (list, tuple)) or not all(isinstance(k, (str, bytes)) for k in keys):
+        raise ConfigurationError("WATCHER_ENCRYPTION_KEYS must be a list of keys, newest first")
+    setting = "WATCHER_ENCRYPTION_KEYS"
+    if not any(keys):
+        secret = config.get("SECRET_KEY")
+        keys = [secret] if secret else []
+        setting = "SECRET_KEY (WATCHER_ENCRYPTION_KEYS is empty)"
+
+    service_username = config["WATCHER_SERVICE_USERNAME"] or os.environ.get(
+        "WATCHER_SERVICE_USERNAME"
+    )
+    service_password = config["WATCHER_SERVICE_PASSWORD"] or os.environ.get(
+        "WATCHER_SERVICE_PASSWORD"
+    )
+    if bool(service_username) != bool(service_password):
+        raise ConfigurationError(
+            "WATCHER_SERVICE_USERNAME and WATCHER_SERVICE_PASSWORD must be set together"
+        )
+
+    prefix = config["WATCHER_URL_PREFIX"]
+    if not isinstance(prefix, str) or (prefix and not prefix.startswith("/")):
+        raise ConfigurationError("WATCHER_URL_PREFIX must be a path starting with '/'")
+    connect_view = config["WATCHER_CONNECT_VIEW"]
+    if not isinstance(connect_view, str) or not connect_view:
+        raise ConfigurationError("WATCHER_CONNECT_VIEW must be an endpoint name or a URL path")
+    clock = config["WATCHER_CLOCK"]
+    if clock is not None and not callable(clock):
+        raise ConfigurationError("WATCHER_CLOCK must be a function returning unix seconds")
+    verify = config["WATCHER_VERIFY_TLS"]
+    if not isinstance(verify, (bool, str)):
+        raise ConfigurationError("WATCHER_VERIFY_TLS must be True, False or a CA bundle path")
+    margin = config["WATCHER_REFRESH_MARGIN"]
+    if margin is not None and not callable(margin):
+        margin = _number(margin, "WATCHER_REFRESH_MARGIN", minimum=0.0)
+    cache_size = config["WATCHER_LOCAL_CACHE_SIZE"]
+    if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
+        raise ConfigurationError("WATCHER_LOCAL_CACHE_SIZE must be a whole number, 0 or more")
+
+    return WatcherSettings(
+        url=url,
+        store=store,
+        store_options=dict(options),
+        redis_url=str(config["WATCHER_REDIS_URL"]),
+        sqlalchemy_url=config["WATCHER_SQLALCHEMY_URL"] or config.get("SQLALCHEMY_DATABASE_URI"),
+        timeout=_timeout(config["WATCHER_TIMEOUT"]),
+        refresh_margin=margin,
+        lock_timeout=_number(config["WATCHER_LOCK_TIMEOUT"], "WATCHER_LOCK_TIMEOUT"),
+        local_cache_size=cache_size,
+        verify_tls=verify,
+        encryption_keys=tuple(k for k in keys if k),
+        encryption_setting=setting,
+        service_username=service_username or None,
+        service_password=service_password or None,
+        connect_view=connect_view,
+        url_prefix=prefix.rstrip("/"),
+        clock=clock,
+    )
+
+
+def build_store(settings: WatcherSettings) -> TokenStore:
+    """The store ``WATCHER_STORE`` names, with ``WATCHER_STORE_OPTIONS`` as its arguments.
+
+    ``"redis"`` and ``"sqlalchemy"`` also get their URL key and a cipher (from
+    ``WATCHER_ENCRYPTION_KEYS`` or ``SECRET_KEY``) unless the options give them.
+
+    Raises:
+        ConfigurationError: the store is unknown or cannot be built; the message names the key.
+    """
+    spec = settings.store
+    options = dict(settings.store_options)
+    if spec in _ENCRYPTED_STORES and not {"cipher", "encryption_keys"} & options.keys():
+        options["cipher"] = settings.cipher()
+    if spec == "redis":
+        options.setdefault("url", settings.redis_url)
+    elif spec == "sqlalchemy" and "engine" not in options:
+        if not settings.sqlalchemy_url:
+            raise ConfigurationError(
+                "WATCHER_STORE is 'sqlalchemy' but neither WATCHER_SQLALCHEMY_URL nor "
+                "SQLALCHEMY_DATABASE_URI is set"
+            )
+        options["engine"] = settings.sqlalchemy_url
+    try:
+        return resolve_store(spec, **options)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"WATCHER_STORE: {exc}") from None
+    except TypeError as exc:
+        raise ConfigurationError(f"WATCHER_STORE_OPTIONS do not fit the store: {exc}") from None
+
+
+def _number(value: object, name: str, *, minimum: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigurationError(f"{name} must be a number of seconds")
+    number = float(value)
+    if (minimum is None and number <= 0) or (minimum is not None and number < minimum):
+        raise ConfigurationError(f"{name} must be {'positive' if minimum is None else '0 or more'}")
+    return number
+
+
+def _timeout(value: object) -> float | tuple[float, float]:
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return (_number(value[0], "WATCHER_TIMEOUT"), _number(value[1], "WATCHER_TIMEOUT"))
+    return _number(value, "WATCHER_TIMEOUT")
+
+
+def _copy(default: Any) -> Any:
+    return type(default)(default) if isinstance(default, (dict, list)) else default
