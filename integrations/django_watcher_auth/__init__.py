@@ -1,1 +1,28 @@
-"""Django integration for watcher-auth."""
+"""Django integration for watcher-auth: each portal user's own Watcher API session.
+
+Set up::
+
+    INSTALLED_APPS += ["django_watcher_auth"]
+    # after AuthenticationMiddleware:
+    MIDDLEWARE += ["django_watcher_auth.middleware.WatcherMiddleware"]
+    WATCHER_AUTH = {"URL": "https://watcher.example.com", "STORE": "db"}
+    urlpatterns += [path("watcher/", include("django_watcher_auth.urls"))]
+
+then, in a view::
+
+    from django_watcher_auth.decorators import watcher_required
+
+    @watcher_required
+    def cameras(request):
+        streams = request.watcher.get("streams").json()["streams"]
+        ...
+
+Modules: :mod:`~django_watcher_auth.conf` (settings, ``get_manager()``),
+:mod:`~django_watcher_auth.middleware`, :mod:`~django_watcher_auth.decorators`,
+:mod:`~django_watcher_auth.mixins`, :mod:`~django_watcher_auth.stores`,
+:mod:`~django_watcher_auth.signals`, :mod:`~django_watcher_auth.accounts`,
+:mod:`~django_watcher_auth.checks`. Management commands: ``watcher_status``,
+``watcher_disconnect <username>``, ``watcher_check``.
+"""
+
+__all__: list[str] = []

@@ -1,0 +1,44 @@
+"""``request.watcher``, and Watcher errors turned into redirects and 503 pages.
+
+Add it after ``AuthenticationMiddleware``::
+
+    MIDDLEWARE += ["django_watcher_auth.middleware.WatcherMiddleware"]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse
+
+from django_watcher_auth._http import attach_watcher, watcher_error_response
+
+__all__ = ["WatcherMiddleware"]
+
+
+class WatcherMiddleware:
+    """Sets ``request.watcher`` and answers the Watcher errors views raise.
+
+    ``request.watcher`` is a :class:`~watcher_auth.WatcherSession` for the signed-in user,
+    built on first use: a view that never touches it costs no store read and no call to
+    Watcher. Using it without a connected account raises
+    :class:`~watcher_auth.NotConnected`.
+
+    From views: ``NotConnected`` and ``ReauthenticationRequired`` redirect to the connect
+    page with ``next`` (or answer 401 JSON with ``connect_url`` to clients that prefer
+    JSON); ``WatcherUnavailable`` answers 503.
+    """
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        attach_watcher(request)
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        """The redirect, 401 or 503 for a Watcher error; ``None`` lets others through."""
+        return watcher_error_response(request, exception)

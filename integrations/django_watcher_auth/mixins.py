@@ -1,0 +1,40 @@
+"""``WatcherRequiredMixin`` for class-based views."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.mixins import AccessMixin
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+
+from django_watcher_auth._http import check_watcher_access, watcher_error_response
+
+__all__ = ["WatcherRequiredMixin"]
+
+
+class WatcherRequiredMixin(AccessMixin):
+    """The class-based twin of :func:`~django_watcher_auth.decorators.watcher_required`.
+
+    Put it first among the bases. Anonymous users are handled as ``LoginRequiredMixin``
+    handles them (``login_url``, ``raise_exception``...)::
+
+        class CamerasView(WatcherRequiredMixin, TemplateView):
+            ...
+    """
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if not request.user.is_authenticated:
+            return self.handle_no_permission()
+        refused = check_watcher_access(request)
+        if refused is not None:
+            return refused
+        try:
+            response: HttpResponse = super().dispatch(  # type: ignore[misc]
+                request, *args, **kwargs
+            )
+        except Exception as exc:
+            answer = watcher_error_response(request, exc)
+            if answer is None:
+                raise
+            return answer
+        return response

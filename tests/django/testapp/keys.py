@@ -1,0 +1,17 @@
+"""A portal that keys Watcher tokens by username instead of primary key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+
+
+def by_username(user: Any) -> str:
+    return f"user:{user.get_username()}"
+
+
+def from_username(key: str) -> Any:
+    if not key.startswith("user:"):
+        return None
+    return get_user_model().objects.filter(username=key.removeprefix("user:")).first()

@@ -1,0 +1,49 @@
+"""Views a portal would write, using ``request.watcher``."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import include, path
+from django.views import View
+
+from django_watcher_auth.decorators import watcher_required
+from django_watcher_auth.mixins import WatcherRequiredMixin
+
+
+@watcher_required
+def cameras(request: HttpRequest) -> HttpResponse:
+    streams = request.watcher.get("streams").json()["streams"]  # type: ignore[attr-defined]
+    return HttpResponse("\n".join(stream["name"] for stream in streams))
+
+
+@watcher_required
+def api_streams(request: HttpRequest) -> HttpResponse:
+    streams = request.watcher.json("streams")["streams"]  # type: ignore[attr-defined]
+    return JsonResponse({"streams": [stream["name"] for stream in streams]})
+
+
+def profile(request: HttpRequest) -> HttpResponse:
+    """No decorator: the middleware answers the Watcher errors."""
+    return JsonResponse(request.watcher.json("profile"))  # type: ignore[attr-defined]
+
+
+def untouched(request: HttpRequest) -> HttpResponse:
+    """Never uses ``request.watcher``."""
+    return HttpResponse("ok")
+
+
+class ProfileView(WatcherRequiredMixin, View):
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return JsonResponse(request.watcher.json("profile"))  # type: ignore[attr-defined]
+
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("watcher/", include("django_watcher_auth.urls")),
+    path("cameras/", cameras, name="cameras"),
+    path("api/streams/", api_streams, name="api-streams"),
+    path("profile/", profile, name="profile"),
+    path("profile-view/", ProfileView.as_view(), name="profile-view"),
+    path("untouched/", untouched, name="untouched"),
+]
