@@ -31,6 +31,9 @@ from watcher_auth._policy import (
 from watcher_auth._session import WatcherBearerAuth, WatcherSession, block_cookies, origin_of
 from watcher_auth._tokens import StoreKey, TokenPair
 from watcher_auth.stores import MemoryStore, TokenStore, resolve_store
+from watcher_auth.v2._accounts import V2Accounts
+from watcher_auth.v2._auth import WatcherV2Auth
+from watcher_auth.v2._session import WatcherV2Session
 
 __all__ = ["CredentialsProvider", "TokenManager"]
 
@@ -70,15 +73,17 @@ def normalize_server_url(url: str) -> str:
 class TokenManager:
     """Keeps Watcher API v3 tokens for many user keys of one Watcher server.
 
-    Create one per Watcher server per process and share it between threads.
+    Create one per Watcher server per process and share it between threads. The ``v2_*``
+    methods keep API v2 sessions and user keys in the same store, apart from the v3 tokens.
 
     Args:
         base_url: Watcher's address, e.g. ``"https://watcher.example.com"``.
         store: where tokens are kept: a :class:`~watcher_auth.TokenStore`, or a name or dotted
             path for :func:`~watcher_auth.resolve_store`. Default: a new :class:`MemoryStore`.
         credentials: optional ``key -> (username, password) | None``. With it, a key whose
-            refresh token was rejected (or that has no tokens yet) logs in again by itself;
-            meant for service accounts. Passwords it returns are used once and not kept.
+            refresh token was rejected (or that has no tokens yet) logs in again by itself,
+            as does a key whose API v2 session died; meant for service accounts. Passwords
+            it returns are used once and not kept.
         timeout: seconds for every request to Watcher (or ``(connect, read)``).
         clock: the wall clock, ``time.time`` unless a test moves a fake one.
         refresh_margin: seconds before expiry to refresh, or a function of the token's
@@ -136,6 +141,7 @@ class TokenManager:
         self._http.mount(self.server.split("://")[0] + "://", self.adapter)
         self._verify = verify
         block_cookies(self._http)
+        self._v2 = V2Accounts(self)
 
     # --- public API -------------------------------------------------------------------
 
@@ -256,6 +262,74 @@ class TokenManager:
 
     def __repr__(self) -> str:
         return f"TokenManager({self.server!r}, store={self.store!r})"
+
+    # --- API v2 -----------------------------------------------------------------------
+
+    def v2_login(self, key: str, *, username: str, password: str) -> TokenPair:
+        """Log ``key`` in to API v2 (``POST /vsaas/api/v2/auth/login``) and store the session.
+
+        One login per key at a time; the password is sent once and not kept. The record
+        (``scheme="session"``) replaces any v2 record of ``key`` and leaves its v3 pair alone.
+
+        Raises:
+            InvalidCredentials: Watcher rejected the username or password (v2 answers 403).
+            WatcherUnavailable: Watcher could not be reached; nothing was stored.
+            WatcherProtocolError: Watcher's answer was not a valid login answer.
+        """
+        return self._v2.login(key, username=username, password=password)
+
+    def v2_connect_user_key(self, key: str, *, username: str, api_key: str) -> TokenPair:
+        """Store a user's API v2 key for ``key`` after checking it with ``GET /auth/whoami``.
+
+        Raises:
+            InvalidCredentials: Watcher rejected the key (the message does not show it).
+            ConfigurationError: the login or key is empty or cannot travel in a header.
+            WatcherUnavailable: Watcher could not be reached; nothing was stored.
+        """
+        return self._v2.connect_user_key(key, username=username, api_key=api_key)
+
+    def v2_logout(self, key: str) -> bool:
+        """Forget ``key``'s API v2 session or user key. Returns whether one existed."""
+        return self._v2.logout(key)
+
+    def v2_tokens(self, key: str) -> TokenPair | None:
+        """The stored API v2 record of ``key`` (``scheme`` ``"session"`` or ``"user-key"``)."""
+        return self._v2.tokens(key)
+
+    def v2_is_connected(self, key: str) -> bool:
+        """Whether ``key`` has a stored API v2 session or user key."""
+        return self.v2_tokens(key) is not None
+
+    def v2_whoami(self, key: str) -> dict[str, Any]:
+        """``GET /vsaas/api/v2/auth/whoami`` as ``key``: the Watcher user behind it.
+
+        Raises:
+            NotConnected: ``key`` has no API v2 record (and no credentials provider for it).
+            ReauthenticationRequired: Watcher no longer accepts the record; it was deleted.
+            WatcherUnavailable: Watcher could not be reached.
+        """
+        return self._v2.whoami(key)
+
+    def v2_auth(self, key: str) -> WatcherV2Auth:
+        """``requests`` auth with ``key``'s API v2 record (see :class:`WatcherV2Auth`)."""
+        return self._v2.auth(key)
+
+    def v2_session(self, key: str) -> WatcherV2Session:
+        """A ``requests.Session`` for ``key`` whose relative paths resolve against API v2.
+
+        ``manager.v2_session(key).get("cameras")``. A 403 is checked with whoami: dead
+        credentials are replaced by a provider login (and the request retried once) or
+        deleted with :class:`ReauthenticationRequired`; a refusal is returned as it came.
+        Creating one does no I/O.
+        """
+        return self._v2.session(key)
+
+    def v2_system_session(self, system_key: str) -> WatcherV2Session:
+        """A ``requests.Session`` for API v2 with Watcher's system key (super-admin rights).
+
+        The key is sent only to this manager's Watcher origin and is not stored.
+        """
+        return self._v2.system_session(system_key)
 
     # --- refresh ----------------------------------------------------------------------
 

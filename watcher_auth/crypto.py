@@ -72,7 +72,8 @@ class TokenCipher:
         plain = self.decrypt(token)
         try:
             return TokenPair.from_json(plain)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, AttributeError) as exc:
+            # AttributeError: valid JSON that is not an object (a list, a string, null).
             raise TokenDecryptionError(f"a stored Watcher record is corrupt ({exc})") from None
 
     def __repr__(self) -> str:

@@ -11,6 +11,7 @@ import email.utils
 import http
 import json
 import logging
+import secrets
 import socket
 import socketserver
 import threading
@@ -27,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 
 from watcher_auth.testing._emulator_state import (
     API_BASE,
+    API_V2_BASE,
     CallRecord,
     EmulatorState,
     EmulatorStats,
@@ -35,6 +37,7 @@ from watcher_auth.testing._emulator_state import (
     json_reply,
     signing_key,
 )
+from watcher_auth.testing._emulator_v2 import credentials_from_headers
 
 __all__ = ["CONTROL_PREFIX", "RemoteEmulator", "WatcherEmulator"]
 
@@ -133,6 +136,8 @@ class _Handler(BaseHTTPRequestHandler):
                 reply = _control(self.server.state, self.command, url.path, body)
             elif url.path == API_BASE or url.path.startswith(API_BASE + "/"):
                 reply = self._api(url.path, url.query, body)
+            elif url.path == API_V2_BASE or url.path.startswith(API_V2_BASE + "/"):
+                reply = self._api_v2(url.path, url.query, body)
             else:
                 reply = self.server.state.error_reply(404, "not_found", "Not found")
         except _Drop:
@@ -187,17 +192,36 @@ class _Handler(BaseHTTPRequestHandler):
             self._wait(settings.refresh_latency)
         else:
             target = "login"
-        mode = state.take_failure(target)
+
+        def answer() -> Reply:
+            if not is_login:
+                return state.call(self.command, path, query, authorization, body)
+            if self.command == "POST":
+                return state.login(authorization)
+            return state.error_reply(405, "method_not_allowed", "Use POST")
+
+        return self._unless_failing(target, answer)
+
+    def _api_v2(self, path: str, query: str, body: bytes) -> Reply:
+        state = self.server.state
+        self._wait(state.settings.latency)
+        if path.rstrip("/") == API_V2_BASE + "/auth/login":
+            return self._unless_failing("v2_login", lambda: state.v2_login(self.command, body))
+        # Header names are case-insensitive: the state sees them lower-cased.
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        credentials = credentials_from_headers(headers)
+        return self._unless_failing(
+            "v2_call", lambda: state.v2_call(self.command, path, query, credentials, headers)
+        )
+
+    def _unless_failing(self, target: str, answer: Callable[[], Reply]) -> Reply:
+        """``answer()``, unless a failure was queued for ``target`` with ``fail_next``."""
+        mode = self.server.state.take_failure(target)
         if mode is not None and mode not in ("hang", "process_then_drop"):
             return self._failure(mode, target)
         if mode == "hang":
-            self._wait(settings.hang_seconds)
-        if not is_login:
-            reply = state.call(self.command, path, query, authorization, body)
-        elif self.command == "POST":
-            reply = state.login(authorization)
-        else:
-            reply = state.error_reply(405, "method_not_allowed", "Use POST")
+            self._wait(self.server.state.settings.hang_seconds)
+        reply = answer()
         if mode == "process_then_drop":
             raise _Drop
         return reply
@@ -206,6 +230,8 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.server.state
         if mode == "401":
             return state.injected_401(target)
+        if mode == "403":
+            return state.injected_403(target)
         if mode == "500":
             return state.error_reply(500, "internal_error", "Internal server error")
         if mode == "503":
@@ -227,11 +253,18 @@ class _Handler(BaseHTTPRequestHandler):
         if seconds > 0 and self.server.stop_event.wait(seconds):
             raise _Drop
 
-    def _head(self, status: int, content_type: str, length: int) -> bytes:
+    def _head(
+        self,
+        status: int,
+        content_type: str,
+        length: int,
+        extra: tuple[tuple[str, str], ...] = (),
+    ) -> bytes:
         lines = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}"]
         if content_type:
             lines.append(f"Content-Type: {content_type}")
         lines.append(f"Content-Length: {length}")
+        lines.extend(f"{name}: {value}" for name, value in extra)
         if self.server.state.settings.send_date_header:
             lines.append(f"Date: {self.date_time_string()}")
         if self.close_connection:
@@ -239,7 +272,8 @@ class _Handler(BaseHTTPRequestHandler):
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     def _send(self, reply: Reply) -> None:
-        self.wfile.write(self._head(reply.status, reply.content_type, len(reply.body)) + reply.body)
+        head = self._head(reply.status, reply.content_type, len(reply.body), reply.headers)
+        self.wfile.write(head + reply.body)
 
 
 def _control(state: EmulatorState, method: str, path: str, body: bytes) -> Reply:
@@ -274,6 +308,10 @@ def _control(state: EmulatorState, method: str, path: str, body: bytes) -> Reply
         if action == "users":
             state.add_user(**data)
             return json_reply(200, {})
+        if action == "api-key":
+            return json_reply(200, {"api_key": state.api_key(data["username"])})
+        if action == "rotate-api-key":
+            return json_reply(200, {"api_key": state.rotate_api_key(data["username"])})
         if action == "clock":
             return json_reply(200, {"server_time": state.advance_clock(data["advance"])})
     except KeyError as exc:
@@ -284,7 +322,7 @@ def _control(state: EmulatorState, method: str, path: str, body: bytes) -> Reply
 
 
 class WatcherEmulator:
-    """An emulated Watcher server (client API v3) listening on loopback.
+    """An emulated Watcher server (client API v3 and API v2) listening on loopback.
 
     Every keyword argument is also a run-time setting that :meth:`configure` changes.
 
@@ -305,6 +343,8 @@ class WatcherEmulator:
         send_date_header: Answers carry a ``Date`` header.
         legacy_error_field: Error bodies also carry a top-level ``"error"`` like older servers.
         hang_seconds: How long the ``"hang"`` failure mode waits.
+        system_api_key: The API v2 system key (``x-vsaas-api-key`` with super-admin rights);
+            a random one when not given, readable as :attr:`system_api_key`.
 
     Example::
 
@@ -331,6 +371,7 @@ class WatcherEmulator:
         send_date_header: bool = True,
         legacy_error_field: bool = False,
         hang_seconds: float = 5.0,
+        system_api_key: str | None = None,
     ) -> None:
         self._state = EmulatorState(Settings())
         self._state.configure(
@@ -349,6 +390,7 @@ class WatcherEmulator:
                 "send_date_header": send_date_header,
                 "legacy_error_field": legacy_error_field,
                 "hang_seconds": hang_seconds,
+                "system_api_key": system_api_key or secrets.token_urlsafe(24),
             }
         )
         self._lifecycle_lock = threading.Lock()
@@ -423,6 +465,32 @@ class WatcherEmulator:
         return self.url + API_BASE
 
     @property
+    def v2_url(self) -> str:
+        """The API v2 base URL."""
+        return self.url + API_V2_BASE
+
+    @property
+    def system_api_key(self) -> str | None:
+        """The API v2 system key (``None`` after ``configure(system_api_key=None)``)."""
+        return self._state.settings.system_api_key
+
+    def user_api_key(self, username: str) -> str:
+        """The user's API v2 key, for ``x-vsaas-api-key`` with ``x-vsaas-user``.
+
+        Raises:
+            KeyError: There is no such user.
+        """
+        return self._state.api_key(username)
+
+    def rotate_api_key(self, username: str) -> str:
+        """Give the user a new API v2 key (the old one stops working); returns it.
+
+        Raises:
+            KeyError: There is no such user.
+        """
+        return self._state.rotate_api_key(username)
+
+    @property
     def public_key_pem(self) -> str:
         """The PEM public key that verifies access tokens (clients never need it)."""
         return (
@@ -458,6 +526,7 @@ class WatcherEmulator:
         is_admin: bool = False,
         max_sessions: int | None = None,
         streams: int | list[dict[str, Any]] | None = None,
+        api_key: str | None = None,
     ) -> None:
         """Create a user, or update one that exists (keeping its sessions).
 
@@ -470,6 +539,9 @@ class WatcherEmulator:
             max_sessions: This user's own session limit.
             streams: A count of streams named ``f"{username}-cam-{i}"`` to seed (3 for a
                 new user), or stream dicts (each with a ``name``). None keeps what exists.
+                API v2 shows the same streams as cameras.
+            api_key: The user's API v2 key; a new user gets a random one when not given
+                (see :meth:`user_api_key`). None keeps what exists.
         """
         self._state.add_user(
             username,
@@ -479,10 +551,11 @@ class WatcherEmulator:
             is_admin=is_admin,
             max_sessions=max_sessions,
             streams=streams,
+            api_key=api_key,
         )
 
     def revoke(self, username: str) -> int:
-        """End all the user's sessions, as an admin would; returns how many ended.
+        """End all the user's sessions (v3 and v2), as an admin would; returns how many ended.
 
         Raises:
             KeyError: There is no such user.
@@ -504,9 +577,11 @@ class WatcherEmulator:
         """Make the next ``count`` requests of a kind fail.
 
         Args:
-            target: ``"login"`` (password), ``"refresh"``, or ``"call"`` (any other v3 request).
+            target: ``"login"`` (password), ``"refresh"``, ``"call"`` (any other v3 request),
+                ``"v2_login"`` (API v2 ``/auth/login``) or ``"v2_call"`` (any other v2 request).
             count: How many requests fail; failures queue up in order.
-            mode: ``"401"`` (counted in ``unauthorized`` for calls), ``"500"``,
+            mode: ``"401"`` (v3 only; counted in ``unauthorized`` for calls), ``"403"`` (v2
+                only; counted in ``v2_forbidden`` for calls), ``"500"``,
                 ``"502_html"``, ``"503"``, ``"drop"``, ``"reset_mid_body"``,
                 ``"hang"`` (wait ``hang_seconds``, then answer), ``"non_json"``,
                 ``"bad_jwt"`` (login and refresh only) or ``"process_then_drop"`` (do the
@@ -542,6 +617,7 @@ class RemoteEmulator:
     def __init__(self, url: str, *, timeout: float = 10.0) -> None:
         self.url = url.rstrip("/")
         self.v3_url = self.url + API_BASE
+        self.v2_url = self.url + API_V2_BASE
         self.timeout = timeout
 
     def _request(self, method: str, action: str, payload: dict[str, Any] | None = None) -> Any:
@@ -579,6 +655,7 @@ class RemoteEmulator:
         is_admin: bool = False,
         max_sessions: int | None = None,
         streams: int | list[dict[str, Any]] | None = None,
+        api_key: str | None = None,
     ) -> None:
         """See :meth:`WatcherEmulator.add_user`."""
         self._request(
@@ -592,8 +669,23 @@ class RemoteEmulator:
                 "is_admin": is_admin,
                 "max_sessions": max_sessions,
                 "streams": streams,
+                "api_key": api_key,
             },
         )
+
+    @property
+    def system_api_key(self) -> str | None:
+        """See :attr:`WatcherEmulator.system_api_key`."""
+        key = self._request("GET", "settings")["system_api_key"]
+        return key if isinstance(key, str) else None
+
+    def user_api_key(self, username: str) -> str:
+        """See :meth:`WatcherEmulator.user_api_key`."""
+        return str(self._request("POST", "api-key", {"username": username})["api_key"])
+
+    def rotate_api_key(self, username: str) -> str:
+        """See :meth:`WatcherEmulator.rotate_api_key`."""
+        return str(self._request("POST", "rotate-api-key", {"username": username})["api_key"])
 
     def revoke(self, username: str) -> int:
         """See :meth:`WatcherEmulator.revoke`."""

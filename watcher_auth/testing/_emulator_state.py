@@ -1,5 +1,8 @@
 """The emulator's server side: users, sessions, tokens, streams, stats and injected failures.
 
+Client API v3 and API v2 share users and sessions: a v2 login opens a session like a v3 one,
+so ``max_sessions`` and ``revoke()`` apply to both.
+
 Plain data in, plain data out: ``emulator.py`` parses HTTP and writes what this returns.
 """
 
@@ -13,6 +16,7 @@ import dataclasses
 import hmac
 import itertools
 import json
+import math
 import secrets
 import threading
 import time
@@ -24,8 +28,17 @@ from urllib.parse import parse_qsl, unquote
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from watcher_auth.testing._emulator_v2 import (
+    API_V2_BASE,
+    V2Credentials,
+    camera,
+    page_of_cameras,
+    parse_login_body,
+)
+
 __all__ = [
     "API_BASE",
+    "API_V2_BASE",
     "FAILURE_MODES",
     "FAILURE_TARGETS",
     "CallRecord",
@@ -38,10 +51,12 @@ __all__ = [
 ]
 
 API_BASE = "/watcher/client-api/v3"
-FAILURE_TARGETS = frozenset({"login", "refresh", "call"})
+FAILURE_TARGETS = frozenset({"login", "refresh", "call", "v2_login", "v2_call"})
+V2_TARGETS = frozenset({"v2_login", "v2_call"})
 FAILURE_MODES = frozenset(
     {
         "401",
+        "403",
         "500",
         "502_html",
         "503",
@@ -90,6 +105,7 @@ class Settings:
     send_date_header: bool = True
     legacy_error_field: bool = False
     hang_seconds: float = 5.0
+    system_api_key: str | None = None
 
     def now(self) -> float:
         """The server's clock: ``clock() + server_clock_offset``."""
@@ -135,6 +151,9 @@ def _checked_settings(changes: Mapping[str, Any]) -> dict[str, Any]:
         elif name == "host":
             if not isinstance(value, str):
                 raise TypeError(f"host must be a str, not {value!r}")
+        elif name == "system_api_key":
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise TypeError("system_api_key must be a non-empty str or None")
         elif name == "clock":
             if not callable(value):
                 raise TypeError("clock must be callable")
@@ -152,12 +171,17 @@ def _check_max_sessions(value: object) -> None:
 
 
 class CallRecord(NamedTuple):
-    """One answered API call made with a valid access token."""
+    """One answered API call made with valid credentials.
+
+    ``scheme`` is ``"bearer"`` for client API v3, and ``"session"``, ``"user-key"`` or
+    ``"system-key"`` for API v2; system-key calls have an empty ``username``.
+    """
 
     username: str
     method: str
     path: str
     query: str
+    scheme: str = "bearer"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,9 +197,20 @@ class EmulatorStats:
         calls: API calls answered, except ``/login`` and injected failures.
         calls_by_user: Answered calls per authenticated user.
         evicted_sessions: Sessions pushed out by a user's ``max_sessions``.
-        active_sessions: Live sessions per user (users with none are left out); this is
-            state, so ``reset_stats()`` does not clear it.
+        active_sessions: Live sessions per user (users with none are left out), v3 and v2
+            together since they share ``max_sessions``; this is state, so ``reset_stats()``
+            does not clear it.
         injected_failures: Failures from ``fail_next()`` used up so far.
+        v2_logins: Successful API v2 ``POST /auth/login``.
+        v2_failed_logins: API v2 logins refused (wrong password, unknown user).
+        v2_calls: API v2 requests answered other than ``/auth/login`` (403s included,
+            injected failures not).
+        v2_calls_by_user: Answered API v2 calls per user, by session or user key.
+        v2_system_calls: Answered API v2 calls made with the system key.
+        v2_forbidden: 403 answers to API v2 calls: missing or bad keys, dead sessions,
+            not allowed; injected ones included.
+        active_v2_sessions: Live API v2 sessions per user (also counted in
+            ``active_sessions``).
     """
 
     password_logins: int = 0
@@ -188,6 +223,13 @@ class EmulatorStats:
     evicted_sessions: int = 0
     active_sessions: dict[str, int] = dataclasses.field(default_factory=dict)
     injected_failures: int = 0
+    v2_logins: int = 0
+    v2_failed_logins: int = 0
+    v2_calls: int = 0
+    v2_calls_by_user: dict[str, int] = dataclasses.field(default_factory=dict)
+    v2_system_calls: int = 0
+    v2_forbidden: int = 0
+    active_v2_sessions: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The snapshot as JSON-ready data."""
@@ -210,19 +252,28 @@ class _Counters:
     calls_by_user: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     evicted_sessions: int = 0
     injected_failures: int = 0
+    v2_logins: int = 0
+    v2_failed_logins: int = 0
+    v2_calls: int = 0
+    v2_calls_by_user: collections.Counter[str] = dataclasses.field(
+        default_factory=collections.Counter
+    )
+    v2_system_calls: int = 0
+    v2_forbidden: int = 0
 
 
 class Reply(NamedTuple):
-    """An HTTP answer: status, body and its content type."""
+    """An HTTP answer: status, body, its content type, and any extra headers."""
 
     status: int
     body: bytes = b""
     content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
 
 
-def json_reply(status: int, payload: object) -> Reply:
+def json_reply(status: int, payload: object, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
     """A JSON answer."""
-    return Reply(status, json.dumps(payload).encode())
+    return Reply(status, json.dumps(payload).encode(), headers=headers)
 
 
 class ApiError(Exception):
@@ -243,6 +294,8 @@ class _Session:
     refresh_expires_at: float
     # Access tokens carry an issue serial; those below this one were revoked.
     min_access_serial: int = 0
+    # "v3" sessions live by their refresh token; "v2" ones until logout or eviction.
+    api: str = "v3"
 
 
 @dataclasses.dataclass
@@ -255,6 +308,7 @@ class _User:
     is_admin: bool
     max_sessions: int | None
     streams: dict[str, dict[str, Any]]
+    api_key: str
     # Oldest first, so eviction pops from the front.
     sessions: dict[str, _Session] = dataclasses.field(default_factory=dict)
 
@@ -309,11 +363,14 @@ class EmulatorState:
         is_admin: bool = False,
         max_sessions: int | None = None,
         streams: int | list[dict[str, Any]] | None = None,
+        api_key: str | None = None,
     ) -> None:
         if not isinstance(username, str) or not username or ":" in username:
             raise ValueError(f"bad username {username!r}: non-empty, without ':'")
         if not isinstance(password, str):
             raise TypeError("password must be a str")
+        if api_key is not None and (not isinstance(api_key, str) or not api_key.strip()):
+            raise TypeError("api_key must be a non-empty str or None")
         _check_max_sessions(max_sessions)
         with self._lock:
             user = self._users.get(username)
@@ -327,6 +384,7 @@ class EmulatorState:
                     is_admin=False,
                     max_sessions=None,
                     streams={},
+                    api_key=_new_api_key(),
                 )
                 self._users[username] = user
                 if streams is None:
@@ -336,14 +394,37 @@ class EmulatorState:
             user.email = email if email is not None else f"{username}@example.com"
             user.is_admin = bool(is_admin)
             user.max_sessions = max_sessions
+            if api_key is not None:
+                user.api_key = api_key
             if streams is not None:
                 user.streams = _seed_streams(user, streams)
 
+    def api_key(self, username: str) -> str:
+        with self._lock:
+            return self._user(username).api_key
+
+    def rotate_api_key(self, username: str) -> str:
+        with self._lock:
+            user = self._user(username)
+            user.api_key = _new_api_key()
+            return user.api_key
+
+    def _user(self, username: str) -> _User:
+        user = self._users.get(username)
+        if user is None:
+            raise KeyError(f"no user {username!r}")
+        return user
+
+    def _password_user(self, username: str, password: str) -> _User | None:
+        """The user if the password is theirs; the lock is held."""
+        user = self._users.get(username)
+        if user is None or not hmac.compare_digest(user.password.encode(), password.encode()):
+            return None
+        return user
+
     def revoke(self, username: str) -> int:
         with self._lock:
-            user = self._users.get(username)
-            if user is None:
-                raise KeyError(f"no user {username!r}")
+            user = self._user(username)
             sessions = list(user.sessions.values())
             for session in sessions:
                 self._end_session(session)
@@ -351,9 +432,7 @@ class EmulatorState:
 
     def revoke_access_tokens(self, username: str) -> int:
         with self._lock:
-            user = self._users.get(username)
-            if user is None:
-                raise KeyError(f"no user {username!r}")
+            user = self._user(username)
             serial = next(self._access_serials)
             for session in user.sessions.values():
                 session.min_access_serial = serial
@@ -364,8 +443,12 @@ class EmulatorState:
             raise ValueError(f"target must be one of {sorted(FAILURE_TARGETS)}, not {target!r}")
         if mode not in FAILURE_MODES:
             raise ValueError(f"mode must be one of {sorted(FAILURE_MODES)}, not {mode!r}")
-        if mode == "bad_jwt" and target == "call":
+        if mode == "bad_jwt" and target not in ("login", "refresh"):
             raise ValueError("mode 'bad_jwt' applies to 'login' and 'refresh' only")
+        if mode == "401" and target in V2_TARGETS:
+            raise ValueError("API v2 answers 403, not 401: use mode '403' for v2 targets")
+        if mode == "403" and target not in V2_TARGETS:
+            raise ValueError("mode '403' applies to 'v2_login' and 'v2_call' only")
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise ValueError(f"count must be an int >= 0, not {count!r}")
         with self._lock:
@@ -398,6 +481,20 @@ class EmulatorState:
                     u.name: len(u.sessions) for u in self._users.values() if u.sessions
                 },
                 injected_failures=c.injected_failures,
+                v2_logins=c.v2_logins,
+                v2_failed_logins=c.v2_failed_logins,
+                v2_calls=c.v2_calls,
+                v2_calls_by_user=dict(c.v2_calls_by_user),
+                v2_system_calls=c.v2_system_calls,
+                v2_forbidden=c.v2_forbidden,
+                active_v2_sessions={
+                    name: count
+                    for name, count in (
+                        (u.name, sum(s.api == "v2" for s in u.sessions.values()))
+                        for u in self._users.values()
+                    )
+                    if count
+                },
             )
 
     def reset_stats(self) -> None:
@@ -408,6 +505,14 @@ class EmulatorState:
     def call_log(self) -> list[CallRecord]:
         with self._lock:
             return list(self._call_log)
+
+    def injected_403(self, target: str) -> Reply:
+        """The 403 a ``fail_next(target, mode="403")`` answers; on v2 calls it counts as one."""
+        if target == "v2_login":
+            return self.error_reply(403, "invalid_credentials", "Invalid login or password")
+        with self._lock:
+            self._counters.v2_forbidden += 1
+        return self.error_reply(403, "forbidden", "Session is invalid")
 
     def injected_401(self, target: str) -> Reply:
         """The 401 a ``fail_next(target, mode="401")`` answers; on calls it counts as one."""
@@ -448,24 +553,18 @@ class EmulatorState:
         settings = self._settings
         now = settings.now()
         with self._lock:
-            user = self._users.get(username)
-            if user is None or not hmac.compare_digest(user.password.encode(), password.encode()):
+            user = self._password_user(username, password)
+            if user is None:
                 self._counters.failed_logins += 1
                 return self.error_reply(401, "invalid_credentials", "Invalid login or password")
-            self._drop_expired(user, now)
             session = _Session(
                 id=str(uuid.uuid4()),
                 username=username,
                 refresh_token=str(uuid.uuid4()),
                 refresh_expires_at=now + settings.refresh_lifetime,
             )
-            self._sessions[session.id] = session
+            self._open_session(user, session, settings, now)
             self._refresh_tokens[session.refresh_token] = session.id
-            user.sessions[session.id] = session
-            limit = user.max_sessions if user.max_sessions is not None else settings.max_sessions
-            while limit is not None and len(user.sessions) > limit:
-                self._end_session(next(iter(user.sessions.values())))
-                self._counters.evicted_sessions += 1
             self._counters.password_logins += 1
             refresh_token = session.refresh_token
             serial = next(self._access_serials)
@@ -619,7 +718,139 @@ class EmulatorState:
             "max_sessions": max_sessions,
         }
 
+    # API v2.
+
+    def v2_login(self, method: str, body: bytes) -> Reply:
+        """``POST /vsaas/api/v2/auth/login`` with JSON ``{"login", "password"}``."""
+        if method != "POST":
+            return self.error_reply(405, "method_not_allowed", "Use POST")
+        try:
+            username, password = parse_login_body(body)
+        except ValueError as exc:
+            return self.error_reply(400, "bad_request", str(exc))
+        settings = self._settings
+        now = settings.now()
+        with self._lock:
+            user = self._password_user(username, password)
+            if user is None:
+                self._counters.v2_failed_logins += 1
+                return self.error_reply(403, "invalid_credentials", "Invalid login or password")
+            session = _Session(
+                id=secrets.token_urlsafe(20),
+                username=username,
+                refresh_token="",
+                refresh_expires_at=math.inf,
+                api="v2",
+            )
+            self._open_session(user, session, settings, now)
+            self._counters.v2_logins += 1
+            payload = {"session": session.id, **self._v2_user(user)}
+        return json_reply(200, payload)
+
+    def v2_call(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        credentials: V2Credentials,
+        headers: Mapping[str, str],
+    ) -> Reply:
+        """Any API v2 request but ``/auth/login``; ``headers`` have lower-case names."""
+        with self._lock:
+            self._counters.v2_calls += 1
+            try:
+                user, scheme = self._v2_authenticate(credentials)
+            except ApiError as exc:
+                self._counters.v2_forbidden += 1
+                return self.error_reply(exc.status, exc.code, exc.title)
+            if user is None:
+                self._counters.v2_system_calls += 1
+            else:
+                self._counters.v2_calls_by_user[user.name] += 1
+            self._call_log.append(
+                CallRecord(user.name if user else "", method, path, query, scheme)
+            )
+            try:
+                status, payload, extra = self._v2_route(user, method, path, query, headers)
+            except ApiError as exc:
+                if exc.status == 403:
+                    self._counters.v2_forbidden += 1
+                return self.error_reply(exc.status, exc.code, exc.title)
+            return json_reply(status, payload, extra)
+
+    def _v2_authenticate(self, credentials: V2Credentials) -> tuple[_User | None, str]:
+        """The caller (``None`` for the system key) and the scheme; the lock is held."""
+        if credentials.session is not None:
+            session = self._sessions.get(credentials.session)
+            if session is None or session.api != "v2":
+                raise ApiError(403, "forbidden", "Session is invalid")
+            return self._users[session.username], "session"
+        key = credentials.api_key
+        if key is None:
+            raise ApiError(403, "forbidden", "Authorization required")
+        if credentials.user is not None:
+            user = self._users.get(credentials.user)
+            if user is None or not hmac.compare_digest(user.api_key.encode(), key.encode()):
+                raise ApiError(403, "forbidden", "Invalid API key")
+            return user, "user-key"
+        system_key = self._settings.system_api_key
+        if system_key is None or not hmac.compare_digest(system_key.encode(), key.encode()):
+            raise ApiError(403, "forbidden", "Invalid API key")
+        return None, "system-key"
+
+    def _v2_route(
+        self, user: _User | None, method: str, path: str, query: str, headers: Mapping[str, str]
+    ) -> tuple[int, object, tuple[tuple[str, str], ...]]:
+        parts = [unquote(p) for p in path[len(API_V2_BASE) :].strip("/").split("/")]
+        owners = list(self._users.values()) if user is None else [user]
+        match parts:
+            case ["auth", "whoami"]:
+                _allow(method, "GET")
+                if user is None:
+                    return 200, {"login": None, "is_admin": True}, ()
+                return 200, self._v2_user(user), ()
+            case ["cameras"]:
+                _allow(method, "GET")
+                streams = [s for owner in owners for s in owner.streams.values()]
+                try:
+                    page = page_of_cameras(streams, query, headers)
+                except ValueError as exc:
+                    raise ApiError(400, "bad_request", str(exc)) from None
+                paging = (("X-Page-Limit", str(page.limit)), ("X-Page-Offset", str(page.offset)))
+                return 200, page.cameras, paging
+            case ["cameras", name]:
+                _allow(method, "GET")
+                for owner in owners:
+                    if name in owner.streams:
+                        return 200, camera(owner.streams[name]), ()
+                raise ApiError(404, "not_found", f"Camera {name!r} not found")
+            case ["users"]:
+                _allow(method, "GET")
+                if user is not None and not user.is_admin:
+                    raise ApiError(403, "forbidden", "Permission denied")
+                return 200, [self._v2_user(u) for u in self._users.values()], ()
+        raise ApiError(404, "not_found", "Not found")
+
+    @staticmethod
+    def _v2_user(user: _User) -> dict[str, Any]:
+        return {
+            "login": user.name,
+            "is_admin": user.is_admin,
+            "name": user.fullname,
+            "email": user.email,
+        }
+
     # Sessions; callers hold the lock.
+
+    def _open_session(self, user: _User, session: _Session, settings: Settings, now: float) -> None:
+        """Add ``session``, evicting the user's oldest ones beyond ``max_sessions``."""
+        self._drop_expired(user, now)
+        self._sessions[session.id] = session
+        user.sessions[session.id] = session
+        limit = user.max_sessions if user.max_sessions is not None else settings.max_sessions
+        while limit is not None and len(user.sessions) > limit:
+            self._end_session(next(iter(user.sessions.values())))
+            self._counters.evicted_sessions += 1
 
     def _end_session(self, session: _Session) -> None:
         self._sessions.pop(session.id, None)
@@ -629,6 +860,10 @@ class EmulatorState:
     def _drop_expired(self, user: _User, now: float) -> None:
         for session in [s for s in user.sessions.values() if s.refresh_expires_at <= now]:
             self._end_session(session)
+
+
+def _new_api_key() -> str:
+    return secrets.token_hex(16)
 
 
 def _serial(jti: object) -> int:

@@ -1,8 +1,9 @@
-"""A Flussonic Watcher emulator (client API v3) on a loopback HTTP server.
+"""A Flussonic Watcher emulator (client API v3 and API v2) on a loopback HTTP server.
 
 It issues RS256 access JWTs and opaque refresh tokens like the real server, keeps server-side
-sessions with ``max_sessions`` eviction, serves the stream and profile endpoints, counts what
-it sees, and fails on demand. Drive it in-process with :class:`WatcherEmulator`, or from
+sessions with ``max_sessions`` eviction, serves the stream and profile endpoints, speaks API
+v2 (``/vsaas/api/v2``: sessions, user and system API keys, cameras), counts what it sees, and
+fails on demand. Drive it in-process with :class:`WatcherEmulator`, or from
 another process through its ``/_emulator/`` endpoints with :class:`RemoteEmulator`.
 
 Run it on its own (prints ``Watcher emulator listening on <url>``, stops on SIGINT/SIGTERM)::
@@ -36,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run an emulator until SIGINT or SIGTERM (the ``python -m`` entry point)."""
     parser = argparse.ArgumentParser(
         prog="python -m watcher_auth.testing.emulator",
-        description="Serve an emulated Flussonic Watcher client API v3.",
+        description="Serve an emulated Flussonic Watcher client API v3 and API v2.",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
@@ -51,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--refresh-lifetime", type=float, default=30 * 86400.0)
     parser.add_argument("--rotate", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--max-sessions", type=int, default=None)
+    parser.add_argument(
+        "--system-api-key", default=None, help="the API v2 system key (random if not given)"
+    )
     args = parser.parse_args(argv)
 
     emulator = WatcherEmulator(
@@ -60,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         refresh_lifetime=args.refresh_lifetime,
         rotate_refresh_tokens=args.rotate,
         max_sessions=args.max_sessions,
+        system_api_key=args.system_api_key,
     )
     for (username, password), is_admin in [(u, False) for u in args.user] + [
         (u, True) for u in args.admin

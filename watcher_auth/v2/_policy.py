@@ -1,0 +1,150 @@
+"""API v2 authorization policy without I/O: what an answer means, which headers to send.
+
+Everything here takes data and returns data (or raises), so it is tested by feeding it
+answers; :mod:`watcher_auth.v2._accounts` only executes what this decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any
+
+from watcher_auth._exceptions import (
+    ConfigurationError,
+    InvalidCredentials,
+    WatcherAuthError,
+    WatcherProtocolError,
+    WatcherUnavailable,
+)
+from watcher_auth._policy import error_summary, parse_json_object
+from watcher_auth._tokens import TokenPair
+
+__all__ = [
+    "API_KEY_HEADER",
+    "SCHEME_SESSION",
+    "SCHEME_USER_KEY",
+    "SESSION_HEADER",
+    "USER_HEADER",
+    "V2_ROOT",
+    "check_secret",
+    "credential_headers",
+    "login_failure",
+    "parse_login_response",
+    "strip_credential_headers",
+    "unexpected_answer",
+    "user_key_pair",
+    "whoami_answer",
+]
+
+V2_ROOT = "/vsaas/api/v2/"
+SESSION_HEADER = "x-vsaas-session"
+API_KEY_HEADER = "x-vsaas-api-key"
+USER_HEADER = "x-vsaas-user"
+SCHEME_SESSION = "session"
+SCHEME_USER_KEY = "user-key"
+# Every header that carries v2 credentials starts with this, whatever its spelling.
+_CREDENTIAL_PREFIX = "x-vsaas-"
+_TRANSIENT = frozenset({408, 425, 429})
+
+
+def check_secret(value: object, what: str) -> str:
+    """``value`` if it can travel in a header, else :class:`ConfigurationError` naming ``what``.
+
+    ``requests`` would refuse a value with a line break or surrounding spaces, and its error
+    message would show the value, so it is refused here without showing it.
+    """
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"the {what} must be a non-empty string")
+    if value != value.strip() or not value.isprintable() or not value.isascii():
+        raise ConfigurationError(
+            f"the {what} has spaces around it or characters a header cannot carry"
+        )
+    return value
+
+
+def credential_headers(pair: TokenPair) -> dict[str, str]:
+    """The headers that present a stored v2 record: its session, or its user key and login."""
+    if pair.scheme == SCHEME_SESSION:
+        return {SESSION_HEADER: pair.access_token}
+    if pair.scheme == SCHEME_USER_KEY and pair.username:
+        return {API_KEY_HEADER: pair.access_token, USER_HEADER: pair.username}
+    raise WatcherProtocolError(f"the stored API v2 record has an unknown scheme {pair.scheme!r}")
+
+
+def strip_credential_headers(headers: MutableMapping[str, str]) -> None:
+    """Remove every ``x-vsaas-*`` header, whatever its case or spelling."""
+    for name in [n for n in headers if n.lower().startswith(_CREDENTIAL_PREFIX)]:
+        del headers[name]
+
+
+def _definite(body: bytes) -> bool:
+    # Watcher's own answers are JSON (or empty); an HTML page comes from something in front.
+    return not body.strip() or parse_json_object(body) is not None
+
+
+def unexpected_answer(status: int, body: bytes, what: str) -> WatcherAuthError:
+    """The error for an answer that is neither success nor a definite rejection."""
+    summary = error_summary(status, body)
+    if status >= 500 or status in _TRANSIENT:
+        return WatcherUnavailable(f"Watcher is unavailable: {summary} for {what}")
+    return WatcherProtocolError(f"unexpected answer from Watcher to {what}: {summary}")
+
+
+def login_failure(status: int, body: bytes) -> WatcherAuthError:
+    """The error a non-200 answer from ``POST /auth/login`` stands for.
+
+    API v2 refuses a wrong login or password with 403 (some servers may send 401).
+    """
+    if status in (401, 403) and _definite(body):
+        return InvalidCredentials(
+            f"Watcher rejected the username or password: {error_summary(status, body)}"
+        )
+    return unexpected_answer(status, body, "the API v2 login")
+
+
+def parse_login_response(
+    status: int, body: bytes, *, username: str, received_at: float
+) -> TokenPair:
+    """Turn an answer from ``POST /auth/login`` into a session record, or raise what it means."""
+    if status != 200:
+        raise login_failure(status, body)
+    data = parse_json_object(body)
+    if data is None:
+        raise WatcherProtocolError("Watcher's API v2 login answer is not a JSON object")
+    session = data.get("session")
+    if not isinstance(session, str) or not session:
+        raise WatcherProtocolError("Watcher's API v2 login answer has no session")
+    login = data.get("login")
+    return TokenPair(
+        access_token=session,
+        username=login if isinstance(login, str) and login else username,
+        connected_at=received_at,
+        scheme=SCHEME_SESSION,
+    )
+
+
+def user_key_pair(username: str, api_key: str, *, received_at: float) -> TokenPair:
+    """The record that keeps a user API key (checked with whoami before it is stored)."""
+    return TokenPair(
+        access_token=api_key, username=username, connected_at=received_at, scheme=SCHEME_USER_KEY
+    )
+
+
+def whoami_answer(status: int, body: bytes) -> dict[str, Any] | None:
+    """What ``GET /auth/whoami`` answered: the user, or ``None`` if the credentials are dead.
+
+    Only a definite 403 (Watcher's own JSON or empty answer) means dead; anything else that
+    is not a 200 raises, so nothing is deleted on a proxy's error page or an outage.
+
+    Raises:
+        WatcherUnavailable: a server error or timeout-like status.
+        WatcherProtocolError: any other unexpected answer.
+    """
+    if status == 200:
+        data = parse_json_object(body)
+        if data is None:
+            raise WatcherProtocolError("Watcher's whoami answer is not a JSON object")
+        return data
+    if status == 403 and _definite(body):
+        return None
+    raise unexpected_answer(status, body, "whoami")

@@ -1,0 +1,73 @@
+"""The API v2 session: relative paths under ``/vsaas/api/v2/`` and offset pagination."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import requests
+
+from watcher_auth._exceptions import WatcherProtocolError
+from watcher_auth._session import WatcherSession, origin_of
+from watcher_auth.v2._policy import strip_credential_headers
+
+__all__ = ["DEFAULT_PAGE_SIZE", "WatcherV2Session"]
+
+DEFAULT_PAGE_SIZE = 100
+
+
+class WatcherV2Session(WatcherSession):
+    """A ``requests.Session`` for Watcher API v2 (``session.get("cameras")``).
+
+    Made by :meth:`TokenManager.v2_session` and :meth:`TokenManager.v2_system_session`. Like
+    the v3 session: relative paths, the manager's timeout, no cookies, and no credentials
+    (``x-vsaas-*`` headers included) to another origin, on an absolute URL or a redirect.
+    """
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: Any) -> None:
+        super().rebuild_auth(prepared_request, response)
+        if prepared_request.url is None or origin_of(prepared_request.url) != self._origin:
+            strip_credential_headers(prepared_request.headers)
+
+    def paginate(
+        self,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        item_key: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[Any]:
+        """Yield every item of an offset-paginated list such as ``"cameras"``.
+
+        Pages are asked for with ``limit`` and a growing ``offset`` until one comes back
+        shorter than ``limit``.
+
+        Args:
+            path: the list's path, e.g. ``"cameras"``.
+            params: query parameters for every page (``search``...).
+            item_key: when pages are JSON objects, the key of their item list; by default
+                pages are bare JSON arrays, as ``/cameras`` answers.
+            limit: the page size to ask for (default 100).
+        """
+        size = DEFAULT_PAGE_SIZE if limit is None else limit
+        if size < 1:
+            raise ValueError("limit must be at least 1")
+        query: dict[str, Any] = {**(params or {}), "limit": size, "offset": 0}
+        while True:
+            response = self.get(path, params=query)
+            page = self._decode(response)
+            echoed = response.headers.get("X-Page-Offset")
+            if echoed is not None and echoed.strip() != str(query["offset"]):
+                # A server that ignores the offset would hand out the first page forever.
+                raise WatcherProtocolError(f"Watcher did not page {path!r} by offset")
+            items = page.get(item_key) if item_key and isinstance(page, dict) else page
+            if not isinstance(items, list):
+                what = f"a {item_key!r} list" if item_key else "a JSON array"
+                raise WatcherProtocolError(f"Watcher's {path!r} page is not {what}")
+            yield from items
+            if len(items) < size:
+                return
+            query["offset"] += len(items)
+
+    def __repr__(self) -> str:
+        return f"<WatcherV2Session {self.base_url} auth={self.auth!r}>"
