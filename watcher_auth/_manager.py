@@ -199,6 +199,9 @@ class TokenManager:
             return pair
         pair = self.store.load(skey)
         if pair is None:
+            if self._credentials is None:
+                # Nothing to refresh and no way to log in: no lock needed to say so.
+                raise NotConnected(key)
             return self._refresh(skey, seen=None, force=False)
         if self._is_stale(pair):
             return self._refresh(skey, seen=pair, force=False)
