@@ -17,6 +17,15 @@ then, in a view::
         streams = request.watcher.get("streams").json()["streams"]
         ...
 
+API v2 (``/vsaas/api/v2``): ``request.watcher_v2`` carries the user's API v2 session or user
+key (connected at ``reverse("django_watcher_auth:connect_v2")``; guard views with
+``@watcher_v2_required``), and ``request.watcher_system`` carries Watcher's system key
+(``WATCHER_AUTH["SYSTEM_API_KEY"]``, super-admin rights: staff-only views)::
+
+    @watcher_v2_required
+    def my_cameras(request):
+        return JsonResponse(request.watcher_v2.get("cameras").json(), safe=False)
+
 Modules: :mod:`~django_watcher_auth.conf` (settings, ``get_manager()``),
 :mod:`~django_watcher_auth.middleware`, :mod:`~django_watcher_auth.decorators`,
 :mod:`~django_watcher_auth.mixins`, :mod:`~django_watcher_auth.stores`,

@@ -1,4 +1,5 @@
-"""What the middleware, the decorator and the mixin share: ``request.watcher`` and error pages."""
+"""What the middleware, the decorators and the mixin share: ``request.watcher`` (and its API v2
+twins ``request.watcher_v2`` and ``request.watcher_system``) and error pages."""
 
 from __future__ import annotations
 
@@ -17,14 +18,18 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 
 from django_watcher_auth.conf import (
+    SERVICE_KEY_PREFIX,
+    SYSTEM_API_KEY_ENV,
     connect_url,
     get_manager,
     service_account,
     service_key,
+    system_api_key,
     user_key,
     watcher_settings,
 )
 from watcher_auth import (
+    ConfigurationError,
     NotConnected,
     ReauthenticationRequired,
     WatcherAuthError,
@@ -32,6 +37,7 @@ from watcher_auth import (
     WatcherUnavailable,
 )
 from watcher_auth._session import origin_of
+from watcher_auth.v2 import WatcherV2Session
 
 __all__ = [
     "attach_watcher",
@@ -40,11 +46,14 @@ __all__ = [
     "wants_json",
     "watcher_error_response",
     "watcher_key",
+    "watcher_v2_key",
 ]
 
 logger = logging.getLogger("django_watcher_auth")
 
 _KEY_ATTR = "_watcher_auth_key"
+_V2_KEY_ATTR = "_watcher_auth_v2_key"
+_V2_USED_ATTR = "_watcher_auth_v2_used"
 _RETRY_AFTER = "30"
 
 
@@ -57,7 +66,24 @@ def watcher_key(request: HttpRequest) -> str:
     Raises:
         NotConnected: nobody is signed in to the portal.
     """
-    cached = getattr(request, _KEY_ATTR, None)
+    return _serving_key(request, "v3")
+
+
+def watcher_v2_key(request: HttpRequest) -> str:
+    """The user key whose API v2 session or user key serves this request.
+
+    The signed-in user's own; or the service account's when one is configured and the user
+    has connected no API v2 account of their own.
+
+    Raises:
+        NotConnected: nobody is signed in to the portal.
+    """
+    return _serving_key(request, "v2")
+
+
+def _serving_key(request: HttpRequest, api: str) -> str:
+    attr = _V2_KEY_ATTR if api == "v2" else _KEY_ATTR
+    cached = getattr(request, attr, None)
     if cached is not None:
         return str(cached)
     user = getattr(request, "user", None)
@@ -65,26 +91,49 @@ def watcher_key(request: HttpRequest) -> str:
         raise NotConnected("", "nobody is signed in to the portal, so no Watcher account applies")
     key = user_key(user)
     service = service_account()
-    if service is not None and get_manager().tokens(key) is None:
-        key = service_key(service[0])
-    setattr(request, _KEY_ATTR, key)
+    if service is not None:
+        manager = get_manager()
+        own = manager.v2_tokens(key) if api == "v2" else manager.tokens(key)
+        if own is None:
+            key = service_key(service[0])
+    setattr(request, attr, key)
     return key
 
 
 def attach_watcher(request: HttpRequest) -> None:
-    """Give ``request`` a lazy ``request.watcher`` (nothing is read until it is used)."""
+    """Give ``request`` lazy ``watcher``, ``watcher_v2`` and ``watcher_system`` attributes.
+
+    Nothing is read until one is used.
+    """
 
     def build() -> WatcherSession:
         return get_manager().session(watcher_key(request))
 
+    def build_v2() -> WatcherV2Session:
+        setattr(request, _V2_USED_ATTR, True)
+        return get_manager().v2_session(watcher_v2_key(request))
+
+    def build_system() -> WatcherV2Session:
+        key = system_api_key()
+        if key is None:
+            raise ConfigurationError(
+                "request.watcher_system needs Watcher's API v2 system key: set "
+                f"WATCHER_AUTH['SYSTEM_API_KEY'] or the environment variable {SYSTEM_API_KEY_ENV}"
+            )
+        return get_manager().v2_system_session(key)
+
     request.watcher = SimpleLazyObject(build)  # type: ignore[attr-defined]
+    request.watcher_v2 = SimpleLazyObject(build_v2)  # type: ignore[attr-defined]
+    request.watcher_system = SimpleLazyObject(build_system)  # type: ignore[attr-defined]
 
 
-def check_watcher_access(request: HttpRequest) -> HttpResponse | None:
-    """``None`` when the signed-in user has working Watcher tokens, else the response to send.
+def check_watcher_access(request: HttpRequest, api: str = "v3") -> HttpResponse | None:
+    """``None`` when the signed-in user has working Watcher credentials, else the response.
 
-    Anonymous users go to the login page (or get a 401 JSON answer); users without tokens
-    go to the connect page. A stale token is refreshed here, before the view runs.
+    Anonymous users go to the login page (or get a 401 JSON answer); users without
+    credentials go to the connect page. For API v3 a stale token is refreshed here, before
+    the view runs; for API v2 (``api="v2"``) a stored session or user key is enough (it has
+    no expiry to check; Watcher's verdict comes with the first call).
     """
     if not hasattr(request, "watcher"):
         attach_watcher(request)
@@ -94,7 +143,14 @@ def check_watcher_access(request: HttpRequest) -> HttpResponse | None:
             return JsonResponse({"error": "login_required"}, status=401)
         return redirect_to_login(request.get_full_path())
     try:
-        get_manager().current_tokens(watcher_key(request))
+        if api == "v2":
+            setattr(request, _V2_USED_ATTR, True)
+            key = watcher_v2_key(request)
+            # A service account without a session yet logs in on its first call.
+            if not key.startswith(SERVICE_KEY_PREFIX) and not get_manager().v2_is_connected(key):
+                raise NotConnected(key)
+        else:
+            get_manager().current_tokens(watcher_key(request))
     except WatcherAuthError as exc:
         response = watcher_error_response(request, exc)
         if response is None:
@@ -107,11 +163,12 @@ def watcher_error_response(request: HttpRequest, exc: BaseException) -> HttpResp
     """The page or JSON answer for a Watcher error raised in a view, or ``None`` for others.
 
     ``NotConnected`` and ``ReauthenticationRequired`` send people to the connect page (JSON
-    clients get 401); ``WatcherUnavailable``, or a Watcher call that could not connect or
-    timed out, answers 503.
+    clients get 401); after ``request.watcher_v2`` found no API v2 account, to the API v2
+    connect page. ``WatcherUnavailable``, or a Watcher call that could not connect or timed
+    out, answers 503.
     """
     if isinstance(exc, NotConnected):
-        return _reconnect(request, exc)
+        return _reconnect(request, exc, _failed_api(request))
     if isinstance(exc, WatcherUnavailable) or _watcher_unreachable(exc):
         return _unavailable(request)
     return None
@@ -159,8 +216,18 @@ def _accept_qualities(header: str) -> dict[str, float]:
     return qualities
 
 
-def _reconnect(request: HttpRequest, exc: NotConnected) -> HttpResponse:
-    url = connect_url()
+def _failed_api(request: HttpRequest) -> str:
+    """``"v2"`` when the request used its API v2 session and that user has no v2 account."""
+    if not getattr(request, _V2_USED_ATTR, False):
+        return "v3"
+    key = getattr(request, _V2_KEY_ATTR, None)
+    if key is None:
+        return "v2"  # nobody is signed in: after signing in, the API v2 page is wanted
+    return "v3" if get_manager().v2_is_connected(str(key)) else "v2"
+
+
+def _reconnect(request: HttpRequest, exc: NotConnected, api: str = "v3") -> HttpResponse:
+    url = connect_url(api)
     reauth = isinstance(exc, ReauthenticationRequired)
     logger.info(
         "user key %r sent to the Watcher connect page (%s)",

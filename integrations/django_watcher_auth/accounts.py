@@ -11,7 +11,36 @@ from django_watcher_auth.conf import get_manager, service_account, user_key
 from django_watcher_auth.models import WatcherAccount
 from django_watcher_auth.stores import DjangoModelStore
 
-__all__ = ["AccountStatus", "account_status", "disconnect", "disconnect_key"]
+__all__ = ["AccountStatus", "V2Status", "account_status", "disconnect", "disconnect_key"]
+
+
+@dataclass(frozen=True)
+class V2Status:
+    """A user's API v2 account (a session or a user API key). Carries no secret.
+
+    Attributes:
+        connected: a session or user key is stored.
+        needs_relogin: Watcher no longer accepts the stored one; the user must connect again.
+        username: the Watcher username, when known.
+        scheme: ``"session"`` (a password login) or ``"user-key"`` (an API key), when stored.
+        connected_at: when the user connected it.
+    """
+
+    connected: bool
+    needs_relogin: bool = False
+    username: str | None = None
+    scheme: str | None = None
+    connected_at: datetime | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The status as JSON-ready data."""
+        return {
+            "connected": self.connected,
+            "needs_relogin": self.needs_relogin,
+            "username": self.username,
+            "scheme": self.scheme,
+            "connected_at": _iso(self.connected_at),
+        }
 
 
 @dataclass(frozen=True)
@@ -28,6 +57,7 @@ class AccountStatus:
         access_expires_at: when the current access token expires (it is refreshed
             automatically before that).
         service_account: the service account's username when it serves this user instead.
+        v2: the user's API v2 account, when one is stored or needs a new login.
     """
 
     connected: bool
@@ -38,23 +68,27 @@ class AccountStatus:
     refreshed_at: datetime | None = None
     access_expires_at: datetime | None = None
     service_account: str | None = None
+    v2: V2Status | None = None
 
     def as_json(self) -> dict[str, Any]:
-        """The status as JSON-ready data."""
-
-        def iso(moment: datetime | None) -> str | None:
-            return moment.isoformat() if moment is not None else None
-
-        return {
+        """The status as JSON-ready data (with ``"v2"`` only when :attr:`v2` is set)."""
+        data: dict[str, Any] = {
             "connected": self.connected,
             "needs_relogin": self.needs_relogin,
             "username": self.username,
             "server": self.server,
-            "connected_at": iso(self.connected_at),
-            "refreshed_at": iso(self.refreshed_at),
-            "access_expires_at": iso(self.access_expires_at),
+            "connected_at": _iso(self.connected_at),
+            "refreshed_at": _iso(self.refreshed_at),
+            "access_expires_at": _iso(self.access_expires_at),
             "service_account": self.service_account,
         }
+        if self.v2 is not None:
+            data["v2"] = self.v2.as_json()
+        return data
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
 
 
 def account_status(user: Any) -> AccountStatus:
@@ -66,6 +100,7 @@ def key_status(key: str) -> AccountStatus:
     """The Watcher account status of a user key."""
     manager = get_manager()
     service = service_account()
+    v2 = _v2_status(key)
     pair = manager.tokens(key)
     if pair is not None:
         return AccountStatus(
@@ -75,33 +110,65 @@ def key_status(key: str) -> AccountStatus:
             connected_at=as_datetime(pair.connected_at),
             refreshed_at=as_datetime(pair.refreshed_at),
             access_expires_at=as_datetime(pair.local_expires_at),
+            v2=v2,
         )
-    needs_relogin = False
-    username = None
-    store = manager.store
-    if isinstance(store, DjangoModelStore):
-        row = store.account(manager.store_key(key))
-        if row is not None and row.status == str(WatcherAccount.Status.NEEDS_RELOGIN):
-            needs_relogin, username = True, row.username or None
+    username = _needs_relogin(key, "v3")
     return AccountStatus(
         connected=False,
-        needs_relogin=needs_relogin,
-        username=username,
+        needs_relogin=username is not None,
+        username=username or None,
         server=manager.server,
         service_account=service[0] if service is not None else None,
+        v2=v2,
     )
 
 
+def _v2_status(key: str) -> V2Status | None:
+    pair = get_manager().v2_tokens(key)
+    if pair is not None:
+        return V2Status(
+            connected=True,
+            username=pair.username,
+            scheme=pair.scheme,
+            connected_at=as_datetime(pair.connected_at),
+        )
+    username = _needs_relogin(key, "v2")
+    if username is None:
+        return None
+    return V2Status(connected=False, needs_relogin=True, username=username or None)
+
+
+def _needs_relogin(key: str, api: str) -> str | None:
+    """The Watcher username ("" if unknown) of a ``"db"`` store row needing a new login."""
+    manager = get_manager()
+    store = manager.store
+    if isinstance(store, DjangoModelStore):
+        row = store.account(manager.store_key(key, api=api))
+        if row is not None and row.status == str(WatcherAccount.Status.NEEDS_RELOGIN):
+            return row.username
+    return None
+
+
 def disconnect(user: Any) -> bool:
-    """Forget ``user``'s Watcher tokens; returns whether any were stored."""
+    """Forget ``user``'s Watcher credentials (API v3 and v2); returns whether any were stored."""
     return disconnect_key(user_key(user))
 
 
-def disconnect_key(key: str) -> bool:
-    """Forget a user key's Watcher tokens (and its row in the ``"db"`` store)."""
+def disconnect_key(key: str, api: str | None = None) -> bool:
+    """Forget a user key's Watcher credentials (and their rows in the ``"db"`` store).
+
+    Args:
+        key: the user key.
+        api: ``"v3"`` or ``"v2"`` to forget only that API's credentials; ``None``: both.
+    """
     manager = get_manager()
-    had_tokens = manager.logout(key)
+    had_tokens = False
+    if api in (None, "v3"):
+        had_tokens = manager.logout(key) or had_tokens
+    if api in (None, "v2"):
+        had_tokens = manager.v2_logout(key) or had_tokens
     store = manager.store
     if isinstance(store, DjangoModelStore):
-        store.purge(manager.store_key(key))
+        for which in ("v3", "v2") if api is None else (api,):
+            store.purge(manager.store_key(key, api=which))
     return had_tokens

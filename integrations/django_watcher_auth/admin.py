@@ -17,12 +17,16 @@ __all__ = ["WatcherAccountAdmin"]
 
 @admin.register(WatcherAccount)
 class WatcherAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    """Read-only rows: who is connected to which Watcher, since when, and their status."""
+    """Read-only rows: who is connected to which Watcher, since when, and their status.
+
+    API v2 accounts (sessions and user API keys) are rows with ``api`` ``"v2"``.
+    """
 
     list_display = (
         "user",
         "username",
         "status",
+        "api",
         "server",
         "connected_at",
         "last_refreshed_at",
@@ -62,8 +66,8 @@ class WatcherAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         manager = get_manager()
         count = 0
         for account in queryset:
-            if account.server == manager.server and account.api == "v3":
-                disconnect_key(account.user_key)
+            if account.server == manager.server and account.api in ("v3", "v2"):
+                disconnect_key(account.user_key, api=account.api)
             else:
                 account.delete()
             count += 1

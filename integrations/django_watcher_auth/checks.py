@@ -20,6 +20,9 @@
                                  refreshed tokens would only be saved when the request commits.
 ``django_watcher_auth.E008``     ``USER_KEY`` is set without ``USER_FROM_KEY`` (or the other
                                  way round).
+``django_watcher_auth.E009``     ``SYSTEM_API_KEY`` (or the environment variable
+                                 ``WATCHER_SYSTEM_API_KEY``) is set but empty, blank, or not
+                                 usable in an HTTP header.
 ================================ ===========================================================
 """
 
@@ -34,10 +37,16 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 from django.utils.module_loading import import_string
 
-from django_watcher_auth.conf import DEFAULTS, build_store, watcher_settings
+from django_watcher_auth.conf import DEFAULTS, build_store, system_api_key, watcher_settings
 from watcher_auth import MemoryStore, WatcherAuthError, normalize_server_url
 
-__all__ = ["check_middleware", "check_settings", "check_store", "check_url"]
+__all__ = [
+    "check_middleware",
+    "check_settings",
+    "check_store",
+    "check_system_api_key",
+    "check_url",
+]
 
 _MIDDLEWARE = "django_watcher_auth.middleware.WatcherMiddleware"
 _AUTH_MIDDLEWARE = "django.contrib.auth.middleware.AuthenticationMiddleware"
@@ -189,6 +198,25 @@ def check_store(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list
             )
         )
     return problems
+
+
+@register()
+def check_system_api_key(
+    app_configs: Sequence[Any] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """E009 (a system API key that is set but empty or unusable)."""
+    try:
+        system_api_key()
+    except WatcherAuthError as exc:
+        return [
+            Error(
+                f"{exc}.",
+                hint="An empty key would leave request.watcher_system failing on every use; "
+                "set the key from Watcher's settings, or remove the setting.",
+                id=_ID + "E009",
+            )
+        ]
+    return []
 
 
 def _position(middleware: list[str], wanted: str) -> int | None:

@@ -49,6 +49,11 @@ JSON_ERRORS        ``None``                 ``None``: answer JSON to requests th
                                             always; ``False``: never.
 CLOCK              ``None``                 Dotted path to (or a) ``fn() -> unix seconds``;
                                             ``None``: ``time.time``. Tests pass a fake clock.
+SYSTEM_API_KEY     ``None``                 Watcher's API v2 system key, for
+                                            ``request.watcher_system`` (super-admin rights).
+                                            ``None``: the environment variable
+                                            ``WATCHER_SYSTEM_API_KEY``, if set. An empty one
+                                            fails check ``E009``.
 ================== ======================== ====================================================
 
 Changing ``WATCHER_AUTH``, ``SECRET_KEY``, ``CACHES`` or ``DATABASES`` (``override_settings``
@@ -79,10 +84,12 @@ from watcher_auth import (
     resolve_store,
 )
 from watcher_auth.stores import import_string
+from watcher_auth.v2._policy import check_secret
 
 __all__ = [
     "DEFAULTS",
     "SERVICE_KEY_PREFIX",
+    "SYSTEM_API_KEY_ENV",
     "WatcherSettings",
     "build_store",
     "connect_url",
@@ -91,6 +98,7 @@ __all__ = [
     "reset_manager",
     "service_account",
     "service_key",
+    "system_api_key",
     "user_for_key",
     "user_key",
     "watcher_settings",
@@ -115,7 +123,11 @@ DEFAULTS: dict[str, Any] = {
     "CONNECT_REDIRECT_URL": None,
     "JSON_ERRORS": None,
     "CLOCK": None,
+    "SYSTEM_API_KEY": None,
 }
+
+#: The environment variable read when ``WATCHER_AUTH['SYSTEM_API_KEY']`` is not set.
+SYSTEM_API_KEY_ENV = "WATCHER_SYSTEM_API_KEY"
 
 #: Keys of service accounts start with this; ``str(user.pk)`` never does.
 SERVICE_KEY_PREFIX = "service:"
@@ -150,6 +162,7 @@ class WatcherSettings:
     CONNECT_REDIRECT_URL: str | None
     JSON_ERRORS: bool | None
     CLOCK: str | Callable[[], float] | None
+    SYSTEM_API_KEY: str | None
 
     def __init__(self, user_settings: Mapping[str, Any] | None = None) -> None:
         self._user_settings = user_settings
@@ -330,6 +343,38 @@ def service_account() -> tuple[str, str] | None:
     return str(username), str(password)
 
 
+def system_api_key() -> str | None:
+    """Watcher's API v2 system key from ``WATCHER_AUTH['SYSTEM_API_KEY']`` or the environment.
+
+    ``None`` when neither is set. The setting wins over the environment variable
+    ``WATCHER_SYSTEM_API_KEY``.
+
+    Raises:
+        ConfigurationError: the key is set but empty, blank, or not usable in a header (the
+            message names the setting, never the value).
+    """
+    configured = watcher_settings.SYSTEM_API_KEY
+    if configured is not None:
+        name, value = "WATCHER_AUTH['SYSTEM_API_KEY']", configured
+    elif SYSTEM_API_KEY_ENV in os.environ:
+        name, value = (
+            f"the environment variable {SYSTEM_API_KEY_ENV}",
+            os.environ[SYSTEM_API_KEY_ENV],
+        )
+    else:
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name} must be a string")
+    if not value.strip():
+        raise ConfigurationError(
+            f"{name} is set but empty: give Watcher's system API key or unset it"
+        )
+    try:
+        return check_secret(value, "system API key")
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{name}: {exc}") from None
+
+
 def service_key(username: str) -> str:
     """The store key of the service account ``username``."""
     return SERVICE_KEY_PREFIX + username
@@ -344,9 +389,16 @@ def _service_credentials(service: tuple[str, str]) -> Callable[[str], tuple[str,
     return credentials
 
 
-def connect_url() -> str:
-    """The connect page's URL (``WATCHER_AUTH['CONNECT_URL']`` or the app's own)."""
-    return watcher_settings.CONNECT_URL or reverse("django_watcher_auth:connect")
+def connect_url(api: str = "v3") -> str:
+    """The connect page's URL (``WATCHER_AUTH['CONNECT_URL']`` or the app's own).
+
+    With ``api="v2"``, the app's own page is the API v2 one (an API key or a password).
+    """
+    if watcher_settings.CONNECT_URL:
+        return str(watcher_settings.CONNECT_URL)
+    return reverse(
+        "django_watcher_auth:connect_v2" if api == "v2" else "django_watcher_auth:connect"
+    )
 
 
 def _send_signal(event: WatcherEvent) -> None:

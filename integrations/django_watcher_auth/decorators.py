@@ -1,4 +1,4 @@
-"""``@watcher_required`` for function views."""
+"""``@watcher_required`` and ``@watcher_v2_required`` for function views."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponse
 
 from django_watcher_auth._http import check_watcher_access, watcher_error_response
 
-__all__ = ["watcher_required"]
+__all__ = ["watcher_required", "watcher_v2_required"]
 
 View = TypeVar("View", bound=Callable[..., HttpResponse])
 
@@ -28,10 +28,28 @@ def watcher_required(view: View) -> View:
             streams = request.watcher.get("streams").json()["streams"]
             ...
     """
+    return _guarded(view, "v3")
 
+
+def watcher_v2_required(view: View) -> View:
+    """Run the view only for a signed-in user with a connected API v2 account.
+
+    The API v2 twin of :func:`watcher_required`: users without a stored API v2 session or
+    user key (or whose credentials Watcher no longer accepts) go to the API v2 connect page
+    and come back after connecting::
+
+        @watcher_v2_required
+        def cameras(request):
+            cameras = request.watcher_v2.get("cameras").json()
+            ...
+    """
+    return _guarded(view, "v2")
+
+
+def _guarded(view: View, api: str) -> View:
     @wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        refused = check_watcher_access(request)
+        refused = check_watcher_access(request, api)
         if refused is not None:
             return refused
         try:

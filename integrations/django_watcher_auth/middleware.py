@@ -1,4 +1,5 @@
-"""``request.watcher``, and Watcher errors turned into redirects and 503 pages.
+"""``request.watcher`` (with ``request.watcher_v2`` and ``request.watcher_system``), and Watcher
+errors turned into redirects and 503 pages.
 
 Add it after ``AuthenticationMiddleware``::
 
@@ -17,16 +18,26 @@ __all__ = ["WatcherMiddleware"]
 
 
 class WatcherMiddleware:
-    """Sets ``request.watcher`` and answers the Watcher errors views raise.
+    """Sets ``request.watcher`` and its API v2 twins, and answers the Watcher errors views raise.
 
     ``request.watcher`` is a :class:`~watcher_auth.WatcherSession` for the signed-in user,
     built on first use: a view that never touches it costs no store read and no call to
     Watcher. Using it without a connected account raises
     :class:`~watcher_auth.NotConnected`.
 
+    API v2 (``/vsaas/api/v2``), also built on first use:
+
+    - ``request.watcher_v2``: a :class:`~watcher_auth.v2.WatcherV2Session` with the signed-in
+      user's stored API v2 session or user key (``request.watcher_v2.get("cameras")``).
+    - ``request.watcher_system``: a :class:`~watcher_auth.v2.WatcherV2Session` with Watcher's
+      system key (``WATCHER_AUTH["SYSTEM_API_KEY"]``), which has super-admin rights whoever
+      is signed in: use it only in views restricted to staff or for server-side jobs.
+      Without a key configured, using it raises :class:`~watcher_auth.ConfigurationError`.
+
     From views: ``NotConnected`` and ``ReauthenticationRequired`` redirect to the connect
     page with ``next`` (or answer 401 JSON with ``connect_url`` to clients that prefer
-    JSON); ``WatcherUnavailable`` answers 503.
+    JSON; after ``request.watcher_v2`` failed, the API v2 connect page); ``WatcherUnavailable``
+    answers 503.
     """
 
     sync_capable = True

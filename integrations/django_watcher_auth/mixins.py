@@ -20,12 +20,17 @@ class WatcherRequiredMixin(AccessMixin):
 
         class CamerasView(WatcherRequiredMixin, TemplateView):
             ...
+
+    Set ``watcher_api = "v2"`` for a view that uses ``request.watcher_v2`` (see
+    :func:`~django_watcher_auth.decorators.watcher_v2_required`).
     """
+
+    watcher_api = "v3"
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not request.user.is_authenticated:
             return self.handle_no_permission()
-        refused = check_watcher_access(request)
+        refused = check_watcher_access(request, self.watcher_api)
         if refused is not None:
             return refused
         try:

@@ -2,7 +2,8 @@
 
 Each is sent with ``sender=TokenManager`` (the class) and the keyword arguments ``user``
 (the portal user, or ``None`` for a service account), ``user_key``, ``username`` (the
-Watcher username, when known), ``server`` and ``api``. None carries a token::
+Watcher username, when known), ``server`` and ``api`` (``"v3"``, or ``"v2"`` for an API v2
+session or user key). None carries a token or key::
 
     from django.dispatch import receiver
     from django_watcher_auth.signals import watcher_reauthentication_required
@@ -23,7 +24,8 @@ __all__ = [
     "watcher_tokens_refreshed",
 ]
 
-#: A user logged in to Watcher with a password (the connect page, or a service account).
+#: A user connected a Watcher account: a password login (the connect page, or a service
+#: account), or an API v2 user key that Watcher accepted.
 watcher_connected = Signal()
 
 #: A user's tokens were refreshed without a password.

@@ -1,8 +1,8 @@
-"""The connect, disconnect and status pages.
+"""The connect, API v2 connect, disconnect and status pages.
 
 Templates (override any of them in a project's own ``templates/`` folder):
 ``django_watcher_auth/base.html`` (which the others extend: make it extend the site's base),
-``connect.html``, ``status.html`` and ``unavailable.html``.
+``connect.html``, ``connect_v2.html``, ``status.html`` and ``unavailable.html``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from django_watcher_auth._http import safe_next, wants_json
 from django_watcher_auth.accounts import account_status
 from django_watcher_auth.accounts import disconnect as forget_account
 from django_watcher_auth.conf import get_manager, user_key, watcher_settings
-from django_watcher_auth.forms import ConnectForm
+from django_watcher_auth.forms import ConnectForm, ConnectV2Form
 from watcher_auth import (
     InvalidCredentials,
     WatcherPermissionDenied,
@@ -32,7 +32,7 @@ from watcher_auth import (
     WatcherUnavailable,
 )
 
-__all__ = ["connect", "disconnect", "status"]
+__all__ = ["connect", "connect_v2", "disconnect", "status"]
 
 logger = logging.getLogger("django_watcher_auth")
 
@@ -92,11 +92,71 @@ def connect(request: HttpRequest) -> HttpResponse:
     return render(request, "django_watcher_auth/connect.html", context, status=http_status)
 
 
+@sensitive_post_parameters("password", "api_key")
+@csrf_protect
+@never_cache
+@login_required
+@require_http_methods(["GET", "HEAD", "POST"])
+def connect_v2(request: HttpRequest) -> HttpResponse:
+    """Connect an API v2 account: store a user API key, or log in to API v2 with a password.
+
+    The key is kept only after Watcher confirmed it (``GET /auth/whoami``); a password is
+    sent once and only the session is kept. ``?mode=password`` preselects the password.
+    Errors show the form again without the key or password in it.
+    """
+    http_status = 200
+    if request.method == "POST":
+        form = ConnectV2Form(request.POST)
+        next_url = safe_next(request, request.POST.get("next"))
+        if form.is_valid():
+            data = form.cleaned_data
+            username = data["username"]
+            manager = get_manager()
+            key = user_key(request.user)
+            try:
+                if data["mode"] == ConnectV2Form.MODE_API_KEY:
+                    manager.v2_connect_user_key(key, username=username, api_key=data.pop("api_key"))
+                else:
+                    manager.v2_login(key, username=username, password=data.pop("password"))
+            except InvalidCredentials:
+                text = (
+                    _("Watcher did not accept this API key for this username.")
+                    if data["mode"] == ConnectV2Form.MODE_API_KEY
+                    else _("Watcher did not accept this username and password.")
+                )
+                form.add_error(None, text)
+            except WatcherUnavailable:
+                form.add_error(
+                    None, _("Watcher cannot be reached right now. Try again in a minute.")
+                )
+                http_status = 503
+            except WatcherProtocolError:
+                form.add_error(None, _("Watcher answered in a way this site does not understand."))
+                http_status = 502
+            else:
+                messages.success(
+                    request,
+                    _("Your Watcher account %(username)s is connected.") % {"username": username},
+                    fail_silently=True,
+                )
+                return HttpResponseRedirect(_after_connect(next_url))
+    else:
+        next_url = safe_next(request, request.GET.get("next"))
+        mode = request.GET.get("mode")
+        initial = {"next": next_url or ""}
+        if mode in (ConnectV2Form.MODE_API_KEY, ConnectV2Form.MODE_PASSWORD):
+            initial["mode"] = mode
+        form = ConnectV2Form(initial=initial)
+    context = {"form": form, "next": next_url, "status": account_status(request.user)}
+    return render(request, "django_watcher_auth/connect_v2.html", context, status=http_status)
+
+
 @csrf_protect
 @login_required
 @require_POST
 def disconnect(request: HttpRequest) -> HttpResponse:
-    """Forget the signed-in user's Watcher tokens (POST only), then go to ``next``."""
+    """Forget the signed-in user's Watcher credentials, API v3 and v2 (POST only), then go to
+    ``next``."""
     had_tokens = forget_account(request.user)
     if wants_json(request):
         return JsonResponse({"disconnected": had_tokens})

@@ -13,10 +13,20 @@
         streams = current_watcher.get("streams").json()["streams"]
         return render_template("cameras.html", streams=streams)
 
+API v2 (``/vsaas/api/v2``): ``current_watcher_v2`` carries the user's API v2 session or user
+key (guard views with ``@watcher_v2_required``); ``current_watcher_system`` carries Watcher's
+system key (``WATCHER_SYSTEM_API_KEY``, super-admin rights: staff-only views)::
+
+    @app.get("/my-cameras")
+    @watcher_v2_required
+    def my_cameras():
+        return {"cameras": [c["name"] for c in current_watcher_v2.paginate("cameras")]}
+
 The user key comes from Flask-Login's ``current_user`` or from a
 ``@watcher_auth.user_key_loader`` function. The blueprint ``watcher_auth`` (under
-``WATCHER_URL_PREFIX``) has the ``connect``, ``disconnect`` and ``status`` pages; its
-templates live under ``watcher_auth/`` and the app's own templates of the same name win.
+``WATCHER_URL_PREFIX``) has the ``connect``, ``connect_v2`` (an API v2 user key or password),
+``disconnect`` and ``status`` pages; its templates live under ``watcher_auth/`` and the app's
+own templates of the same name win.
 ``flask watcher status | disconnect USER | check`` manage accounts from the shell.
 
 Configuration (:data:`CONFIG_DEFAULTS`), checked by ``init_app``:
@@ -42,6 +52,9 @@ WATCHER_SERVICE_PASSWORD  ``None`` (or environment)     connected no account of 
 WATCHER_CONNECT_VIEW      ``"watcher_auth.connect"``    where reconnecting users are sent
 WATCHER_URL_PREFIX        ``"/watcher"``                the blueprint's URL prefix
 WATCHER_CLOCK             ``None`` (``time.time``)      the clock, for tests
+WATCHER_SYSTEM_API_KEY    ``None`` (or environment)     Watcher's API v2 system key, for
+                                                        ``current_watcher_system``; set but
+                                                        empty fails at start-up
 ========================  ============================  ========================================
 """
 
@@ -50,8 +63,11 @@ from flask_watcher_auth._extension import (
     WatcherAuth,
     WatcherState,
     current_watcher,
+    current_watcher_system,
+    current_watcher_v2,
     get_state,
     watcher_required,
+    watcher_v2_required,
 )
 from flask_watcher_auth._settings import CONFIG_DEFAULTS, WatcherSettings
 from flask_watcher_auth._views import safe_next_url
@@ -69,6 +85,8 @@ __all__ = [
     "WatcherSettings",
     "WatcherState",
     "current_watcher",
+    "current_watcher_system",
+    "current_watcher_v2",
     "get_state",
     "safe_next_url",
     "watcher_connected",
@@ -76,4 +94,5 @@ __all__ = [
     "watcher_reauthentication_required",
     "watcher_required",
     "watcher_tokens_refreshed",
+    "watcher_v2_required",
 ]

@@ -9,6 +9,7 @@ import requests
 from flask.cli import AppGroup
 
 from flask_watcher_auth._extension import get_state
+from flask_watcher_auth._views import forget
 from watcher_auth import MemoryStore, StoreError, TokenManager, WatcherAuthError
 
 __all__ = ["watcher_cli"]
@@ -43,8 +44,8 @@ def status_command() -> None:
 @watcher_cli.command("disconnect")
 @click.argument("user_key")
 def disconnect_command(user_key: str) -> None:
-    """Forget USER_KEY's Watcher tokens."""
-    if get_state().manager.logout(user_key):
+    """Forget USER_KEY's Watcher credentials (API v3 tokens and any API v2 session or key)."""
+    if forget(get_state().manager, user_key):
         click.echo(f"Disconnected the Watcher account of user key {user_key!r}.")
     else:
         raise click.ClickException(f"user key {user_key!r} has no connected Watcher account")

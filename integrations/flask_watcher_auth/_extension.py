@@ -1,4 +1,6 @@
-"""The extension object, its per-app state, ``current_watcher`` and ``watcher_required``."""
+"""The extension object, its per-app state, ``current_watcher`` and ``watcher_required``, and
+their API v2 twins ``current_watcher_v2``, ``current_watcher_system`` and
+``watcher_v2_required``."""
 
 from __future__ import annotations
 
@@ -27,7 +29,13 @@ from werkzeug.local import LocalProxy
 from werkzeug.wrappers import Response as BaseResponse
 
 from flask_watcher_auth._csrf import SessionCsrf, WTFCsrf, choose_csrf
-from flask_watcher_auth._settings import WatcherSettings, build_store, load_settings
+from flask_watcher_auth._settings import (
+    CONFIG_DEFAULTS,
+    SYSTEM_API_KEY_ENV,
+    WatcherSettings,
+    build_store,
+    load_settings,
+)
 from flask_watcher_auth.signals import SIGNALS
 from watcher_auth import (
     ConfigurationError,
@@ -39,6 +47,7 @@ from watcher_auth import (
     WatcherSession,
     WatcherUnavailable,
 )
+from watcher_auth.v2 import WatcherV2Session
 
 __all__ = [
     "EXTENSION_KEY",
@@ -46,8 +55,11 @@ __all__ = [
     "WatcherAuth",
     "WatcherState",
     "current_watcher",
+    "current_watcher_system",
+    "current_watcher_v2",
     "get_state",
     "watcher_required",
+    "watcher_v2_required",
 ]
 
 EXTENSION_KEY = "watcher_auth"
@@ -182,16 +194,53 @@ class WatcherState:
         Raises:
             NotConnected: nobody is signed in.
         """
+        return self._serving_key("v3")
+
+    def watcher_v2_key(self) -> str:
+        """The key whose API v2 session or user key serves this request.
+
+        The user's own; or the service account's when one is configured and the user has
+        connected no API v2 account.
+
+        Raises:
+            NotConnected: nobody is signed in.
+        """
+        return self._serving_key("v2")
+
+    def _serving_key(self, api: str) -> str:
         key = self.user_key()
         if key is None:
             raise NotConnected("", "nobody is signed in to the portal, so no Watcher account")
-        if self.settings.has_service_account and not self.manager.is_connected(key):
-            return SERVICE_ACCOUNT_KEY
+        if self.settings.has_service_account:
+            manager = self.manager
+            own = manager.v2_is_connected(key) if api == "v2" else manager.is_connected(key)
+            if not own:
+                return SERVICE_ACCOUNT_KEY
         return key
 
-    def connect_url(self, next_url: str | None = None) -> str:
-        """The connect page's URL, with ``next`` when given."""
+    def system_session(self) -> WatcherV2Session:
+        """A new API v2 session with Watcher's system key (super-admin rights).
+
+        Raises:
+            ConfigurationError: ``WATCHER_SYSTEM_API_KEY`` is not set.
+        """
+        key = self.settings.system_api_key
+        if key is None:
+            raise ConfigurationError(
+                "current_watcher_system needs Watcher's API v2 system key: set "
+                f"WATCHER_SYSTEM_API_KEY in the app's config or the environment variable "
+                f"{SYSTEM_API_KEY_ENV}"
+            )
+        return self.manager.v2_system_session(key)
+
+    def connect_url(self, next_url: str | None = None, api: str = "v3") -> str:
+        """The connect page's URL, with ``next`` when given.
+
+        With ``api="v2"`` and the default ``WATCHER_CONNECT_VIEW``, the API v2 connect page.
+        """
         target = self.settings.connect_view
+        if api == "v2" and target == CONFIG_DEFAULTS["WATCHER_CONNECT_VIEW"]:
+            target = "watcher_auth.connect_v2"
         if "/" in target:
             return f"{target}?{urlencode({'next': next_url})}" if next_url else target
         return url_for(target, next=next_url) if next_url else url_for(target)
@@ -237,9 +286,22 @@ class _RequestSession:
         self.session = session
 
 
-def _request_session() -> _RequestSession:
-    owner = request._get_current_object() if has_request_context() else None  # type: ignore[attr-defined]
-    held: _RequestSession | None = g.get("_watcher_session")
+# Where each kind of per-request session is kept on g.
+_SLOTS = {
+    "v3": "_watcher_session",
+    "v2": "_watcher_v2_session",
+    "system": "_watcher_system_session",
+}
+
+
+def _request_owner() -> object:
+    return request._get_current_object() if has_request_context() else None  # type: ignore[attr-defined]
+
+
+def _request_session(api: str = "v3") -> _RequestSession:
+    owner = _request_owner()
+    slot = _SLOTS[api]
+    held: _RequestSession | None = g.get(slot)
     # g outlives a request when the caller pushed an app context around several requests
     # (common in tests): a session is reused only within the request that made it.
     if held is not None and held.owner is owner:
@@ -247,8 +309,18 @@ def _request_session() -> _RequestSession:
     if held is not None:
         held.session.close()
     state = get_state()
-    key = state.watcher_key()
-    held = g._watcher_session = _RequestSession(owner, key, state.manager.session(key))
+    session: WatcherSession
+    if api == "system":
+        key, session = "", state.system_session()
+    elif api == "v2":
+        g._watcher_v2_wanted = owner
+        key = state.watcher_v2_key()
+        session = state.manager.v2_session(key)
+    else:
+        key = state.watcher_key()
+        session = state.manager.session(key)
+    held = _RequestSession(owner, key, session)
+    setattr(g, slot, held)
     return held
 
 
@@ -256,11 +328,32 @@ def _current_session() -> WatcherSession:
     return _request_session().session
 
 
+def _current_v2_session() -> WatcherV2Session:
+    return cast(WatcherV2Session, _request_session("v2").session)
+
+
+def _current_system_session() -> WatcherV2Session:
+    return cast(WatcherV2Session, _request_session("system").session)
+
+
 #: The signed-in user's Watcher session (a ``requests.Session`` whose relative paths resolve
 #: against the Watcher API): ``current_watcher.get("streams").json()``. Made on first use in
 #: each request and kept on ``g``. Raises :class:`~watcher_auth.NotConnected` for anonymous
 #: visitors; the extension's error handler turns that into a redirect to the connect page.
 current_watcher: WatcherSession = cast(WatcherSession, LocalProxy(_current_session))
+
+#: The signed-in user's API v2 session (``/vsaas/api/v2``) with their stored API v2 session
+#: or user key: ``current_watcher_v2.get("cameras").json()``. Made on first use in each
+#: request; without a connected API v2 account it raises :class:`~watcher_auth.NotConnected`,
+#: which the extension turns into a redirect to the API v2 connect page.
+current_watcher_v2: WatcherV2Session = cast(WatcherV2Session, LocalProxy(_current_v2_session))
+
+#: An API v2 session with Watcher's system key (``WATCHER_SYSTEM_API_KEY``): super-admin
+#: rights whoever is signed in, so use it only in views restricted to staff or in jobs.
+#: Without a key configured it raises :class:`~watcher_auth.ConfigurationError`.
+current_watcher_system: WatcherV2Session = cast(
+    WatcherV2Session, LocalProxy(_current_system_session)
+)
 
 
 def watcher_required(view: F) -> F:
@@ -273,6 +366,25 @@ def watcher_required(view: F) -> F:
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         get_state().manager.current_tokens(_request_session().key)
+        return current_app.ensure_sync(view)(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def watcher_v2_required(view: F) -> F:
+    """Only run ``view`` for a user with a connected API v2 account (``current_watcher_v2``).
+
+    Otherwise the visitor is sent to the API v2 connect page (a 401 JSON answer for JSON
+    requests). A stored session or user key is enough: Watcher's verdict on it comes with
+    the first call, and a dead one also sends the user to connect again.
+    """
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        key = _request_session("v2").key
+        # A service account without a session yet logs in on its first call.
+        if key != SERVICE_ACCOUNT_KEY and not get_state().manager.v2_is_connected(key):
+            raise NotConnected(key)
         return current_app.ensure_sync(view)(*args, **kwargs)
 
     return cast(F, wrapper)
@@ -294,9 +406,22 @@ def current_path() -> str:
     return f"{path}?{query}" if query else path
 
 
+def _failed_api(state: WatcherState) -> str:
+    """``"v2"`` when this request used its API v2 session and that key has no v2 account."""
+    owner = _request_owner()
+    if g.get("_watcher_v2_wanted") is not owner:
+        return "v3"
+    held: _RequestSession | None = g.get(_SLOTS["v2"])
+    if held is None or held.owner is not owner:
+        return "v2"  # nobody is signed in: after signing in, the API v2 page is wanted
+    return "v3" if state.manager.v2_is_connected(held.key) else "v2"
+
+
 def _handle_not_connected(exc: NotConnected) -> BaseResponse:
     state = get_state()
-    connect_url = state.connect_url(current_path() if request.method == "GET" else None)
+    connect_url = state.connect_url(
+        current_path() if request.method == "GET" else None, api=_failed_api(state)
+    )
     if wants_json():
         response = jsonify(error="watcher_reauthentication_required", connect_url=connect_url)
         response.status_code = 401
@@ -315,9 +440,11 @@ def _handle_unavailable(exc: WatcherUnavailable) -> Response | tuple[str, int]:
 
 
 def _close_request_session(exc: BaseException | None) -> None:
-    held: _RequestSession | None = g.pop("_watcher_session", None)
-    if held is not None:
-        held.session.close()
+    g.pop("_watcher_v2_wanted", None)
+    for slot in _SLOTS.values():
+        held: _RequestSession | None = g.pop(slot, None)
+        if held is not None:
+            held.session.close()
 
 
 def _flask_login_user_key() -> str | None:

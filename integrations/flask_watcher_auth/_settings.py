@@ -12,8 +12,15 @@ from flask import Flask
 
 from watcher_auth import ConfigurationError, TokenStore, normalize_server_url, resolve_store
 from watcher_auth.crypto import TokenCipher
+from watcher_auth.v2._policy import check_secret
 
-__all__ = ["CONFIG_DEFAULTS", "WatcherSettings", "build_store", "load_settings"]
+__all__ = [
+    "CONFIG_DEFAULTS",
+    "SYSTEM_API_KEY_ENV",
+    "WatcherSettings",
+    "build_store",
+    "load_settings",
+]
 
 #: Every configuration key the extension reads, with its default.
 CONFIG_DEFAULTS: Mapping[str, Any] = {
@@ -33,7 +40,11 @@ CONFIG_DEFAULTS: Mapping[str, Any] = {
     "WATCHER_CONNECT_VIEW": "watcher_auth.connect",
     "WATCHER_URL_PREFIX": "/watcher",
     "WATCHER_CLOCK": None,
+    "WATCHER_SYSTEM_API_KEY": None,
 }
+
+#: The environment variable read when ``WATCHER_SYSTEM_API_KEY`` is not in the config.
+SYSTEM_API_KEY_ENV = "WATCHER_SYSTEM_API_KEY"
 
 _ENCRYPTED_STORES = ("redis", "sqlalchemy")
 
@@ -59,6 +70,7 @@ class WatcherSettings:
     connect_view: str
     url_prefix: str
     clock: Callable[[], float] | None
+    system_api_key: str | None = field(default=None, repr=False)
 
     @property
     def has_service_account(self) -> bool:
@@ -166,7 +178,32 @@ def load_settings(app: Flask) -> WatcherSettings:
         connect_view=connect_view,
         url_prefix=prefix.rstrip("/"),
         clock=clock,
+        system_api_key=_system_api_key(config["WATCHER_SYSTEM_API_KEY"]),
     )
+
+
+def _system_api_key(configured: object) -> str | None:
+    """The API v2 system key from the config or the environment; ``None`` when neither has one.
+
+    A key that is set but empty fails here, at start-up, rather than on first use.
+    """
+    if configured is not None:
+        name, value = "WATCHER_SYSTEM_API_KEY", configured
+    elif SYSTEM_API_KEY_ENV in os.environ:
+        name = f"the environment variable {SYSTEM_API_KEY_ENV}"
+        value = os.environ[SYSTEM_API_KEY_ENV]
+    else:
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name} must be a string")
+    if not value.strip():
+        raise ConfigurationError(
+            f"{name} is set but empty: give Watcher's system API key or unset it"
+        )
+    try:
+        return check_secret(value, "system API key")
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{name}: {exc}") from None
 
 
 def build_store(settings: WatcherSettings) -> TokenStore:

@@ -1,4 +1,4 @@
-"""The ``watcher_auth`` blueprint: connect, disconnect and status pages."""
+"""The ``watcher_auth`` blueprint: connect (API v3 and v2), disconnect and status pages."""
 
 from __future__ import annotations
 
@@ -23,20 +23,36 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from flask_watcher_auth._extension import get_state, wants_json
 from watcher_auth import (
+    ConfigurationError,
     InvalidCredentials,
+    TokenManager,
     TokenPair,
     WatcherPermissionDenied,
     WatcherProtocolError,
     WatcherUnavailable,
 )
+from watcher_auth.v2._policy import check_secret
 
-__all__ = ["MAX_PASSWORD_LENGTH", "MAX_USERNAME_LENGTH", "blueprint", "safe_next_url"]
+__all__ = [
+    "MAX_API_KEY_LENGTH",
+    "MAX_PASSWORD_LENGTH",
+    "MAX_USERNAME_LENGTH",
+    "MODE_API_KEY",
+    "MODE_PASSWORD",
+    "blueprint",
+    "forget",
+    "safe_next_url",
+]
 
 logger = logging.getLogger("flask_watcher_auth")
 
 MAX_USERNAME_LENGTH = 150
 MAX_PASSWORD_LENGTH = 1024
+MAX_API_KEY_LENGTH = 1024
 MAX_NEXT_LENGTH = 2048
+#: The API v2 connect form's ``mode``: store a user API key, or log in with a password.
+MODE_API_KEY = "api_key"
+MODE_PASSWORD = "password"
 
 blueprint = Blueprint("watcher_auth", __name__, template_folder="templates")
 
@@ -80,15 +96,55 @@ def connect() -> ViewResult:
     return page, status
 
 
+@blueprint.route("/connect/v2", methods=["GET", "POST"])
+def connect_v2() -> ViewResult:
+    """Connect an API v2 account: store a user API key, or log in to API v2 with a password.
+
+    The form has ``username``, ``mode`` (``"api_key"``, the default, or ``"password"``) and
+    ``api_key`` or ``password``. A key is stored only after Watcher confirmed it; a password
+    is sent once and only the session is kept. Neither is ever put back into the page.
+    """
+    state = get_state()
+    key = state.user_key()
+    if key is None:
+        return _sign_in_first()
+    next_url = safe_next_url(request.values.get("next"))
+    mode = request.values.get("mode")
+    if mode not in (MODE_API_KEY, MODE_PASSWORD):
+        mode = MODE_API_KEY
+    username = ""
+    error: str | None = None
+    status = 200
+    if request.method == "POST":
+        state.csrf.protect()
+        username, secret, error = _read_v2_credentials(request.form, mode)
+        if error is None:
+            error, status = _connect_v2(key, username, mode, secret)
+            if error is None:
+                flash("Your Watcher account is connected.")
+                return redirect(next_url or url_for(".status"))
+        else:
+            status = 400
+    page = render_template(
+        "watcher_auth/connect_v2.html",
+        username=username,
+        mode=mode,
+        next_url=next_url or "",
+        error=error,
+        connected=state.manager.v2_is_connected(key),
+    )
+    return page, status
+
+
 @blueprint.post("/disconnect")
 def disconnect() -> ViewResult:
-    """Forget the user's Watcher tokens (POST only)."""
+    """Forget the user's Watcher credentials, API v3 and v2 (POST only)."""
     state = get_state()
     key = state.user_key()
     if key is None:
         return _sign_in_first()
     state.csrf.protect()
-    if state.manager.logout(key):
+    if forget(state.manager, key):
         flash("Your Watcher account is disconnected.")
     return redirect(safe_next_url(request.form.get("next")) or url_for(".status"))
 
@@ -102,16 +158,35 @@ def status() -> ViewResult:
         return _sign_in_first()
     pair = state.manager.tokens(key)
     facts = _facts(pair)
+    v2_pair = state.manager.v2_tokens(key)
+    v2 = None
+    if v2_pair is not None:
+        v2 = {
+            "connected": True,
+            "username": v2_pair.username,
+            "scheme": v2_pair.scheme,
+            "connected_at": _when(v2_pair.connected_at),
+        }
     if wants_json():
+        extra = {} if v2 is None else {"v2": _as_json(v2)}
         return jsonify(
             connected=pair is not None,
             connect_url=state.connect_url(),
-            **{
-                name: value.isoformat() if isinstance(value, datetime) else value
-                for name, value in facts.items()
-            },
+            **_as_json(facts),
+            **extra,
         )
-    return render_template("watcher_auth/status.html", connected=pair is not None, **facts)
+    return render_template("watcher_auth/status.html", connected=pair is not None, v2=v2, **facts)
+
+
+def forget(manager: TokenManager, key: str) -> bool:
+    """Forget ``key``'s API v3 tokens and API v2 session or user key; whether any existed."""
+    had_v3 = manager.logout(key)
+    had_v2 = manager.v2_logout(key)
+    return had_v3 or had_v2
+
+
+def _as_json(facts: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in facts.items()}
 
 
 def safe_next_url(value: str | None) -> str | None:
@@ -164,6 +239,56 @@ def _log_in(key: str, username: str, password: str) -> tuple[str | None, int]:
         return "Watcher cannot be reached right now. Try again in a moment.", 503
     except WatcherProtocolError:
         logger.warning("Watcher's answer to a login for key %r was not understood", key)
+        return "Watcher gave an answer this site does not understand. Try again later.", 502
+    return None, 200
+
+
+def _read_v2_credentials(form: Any, mode: str) -> tuple[str, str, str | None]:
+    """``(username, api key or password, error)`` from the API v2 form for ``mode``."""
+    username = form.get("username", "")
+    field = "api_key" if mode == MODE_API_KEY else "password"
+    secret = form.get(field, "")
+    what = "API key" if mode == MODE_API_KEY else "password"
+    if not isinstance(username, str) or not isinstance(secret, str):
+        return "", "", f"Enter your Watcher username and {what}."
+    username = username.strip()
+    if not username or not secret:
+        return username[:MAX_USERNAME_LENGTH], "", f"Enter your Watcher username and {what}."
+    if len(username) > MAX_USERNAME_LENGTH:
+        return "", "", f"The username is longer than {MAX_USERNAME_LENGTH} characters."
+    limit = MAX_API_KEY_LENGTH if mode == MODE_API_KEY else MAX_PASSWORD_LENGTH
+    if len(secret) > limit:
+        return username, "", f"The {what} is longer than {limit} characters."
+    if _has_control_characters(username):
+        return "", "", "The username contains characters Watcher does not accept."
+    if _has_control_characters(secret):
+        return username, "", f"The {what} contains control characters."
+    if mode == MODE_API_KEY:
+        # The key and its login travel in HTTP headers, which take printable ASCII only.
+        try:
+            check_secret(username, "username")
+            check_secret(secret, "API key")
+        except ConfigurationError:
+            return "", "", "Use only letters, digits and punctuation, without spaces around them."
+    return username, secret, None
+
+
+def _connect_v2(key: str, username: str, mode: str, secret: str) -> tuple[str | None, int]:
+    """Store the key or log in; ``(error, status)`` for the form, ``(None, 200)`` on success."""
+    manager = get_state().manager
+    try:
+        if mode == MODE_API_KEY:
+            manager.v2_connect_user_key(key, username=username, api_key=secret)
+        else:
+            manager.v2_login(key, username=username, password=secret)
+    except InvalidCredentials:
+        if mode == MODE_API_KEY:
+            return "Watcher did not accept this API key for this username.", 400
+        return "Watcher did not accept this username and password.", 400
+    except WatcherUnavailable:
+        return "Watcher cannot be reached right now. Try again in a moment.", 503
+    except WatcherProtocolError:
+        logger.warning("Watcher's answer to an API v2 connect for key %r was not understood", key)
         return "Watcher gave an answer this site does not understand. Try again later.", 502
     return None, 200
 

@@ -2,7 +2,8 @@
 
 The names match the Django app's signals. Each is sent with the Flask app as sender and these
 keyword arguments: ``user_key`` (the portal user's key), ``username`` (the Watcher username,
-when known), ``server`` (the Watcher base URL) and ``api`` (``"v3"``). None carries a secret::
+when known), ``server`` (the Watcher base URL) and ``api`` (``"v3"``, or ``"v2"`` for an API v2
+session or user key). None carries a secret::
 
     from flask_watcher_auth.signals import watcher_reauthentication_required
 
@@ -28,7 +29,8 @@ __all__ = [
 _signals = Namespace()
 
 watcher_connected = _signals.signal(
-    "watcher-connected", doc="A Watcher account was connected (a password login)."
+    "watcher-connected",
+    doc="A Watcher account was connected (a password login, or an API v2 user key).",
 )
 watcher_tokens_refreshed = _signals.signal(
     "watcher-tokens-refreshed", doc="A user's Watcher tokens were refreshed."
