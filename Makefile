@@ -19,6 +19,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
+	sh scripts/ensure_chromium.sh
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)

@@ -1,0 +1,276 @@
+"""Run an example portal against the Watcher emulator, or against a real Watcher.
+
+``make demo`` and ``make demo-flask`` call this::
+
+    python example_projects/run_demo.py django    # the Django portal
+    python example_projects/run_demo.py flask     # the Flask portal
+
+It starts the Watcher emulator with two seeded Watcher users (unless ``WATCHER_URL`` is set:
+then the portal talks to that Watcher), prepares the portal's SQLite database with a portal
+user, starts the portal's development server on 127.0.0.1:8000 (or a free port when 8000 is
+taken), prints the address and the sign-in details, and stops everything on Ctrl-C.
+
+``--check`` starts everything, fetches the sign-in page once, and stops: a quick proof that
+the demo works on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+#: The portal user both portals create.
+PORTAL_USER = ("demo", "demo-portal-pw")
+
+#: Watcher users the emulator starts with: password and camera titles (the last one is offline).
+WATCHER_USERS: dict[str, tuple[str, list[str]]] = {
+    "alice": (
+        "alice-watcher-pw",
+        ["Front door", "Lobby", "Parking lot", "Server room", "Loading dock"],
+    ),
+    "bob": ("bob-watcher-pw", ["Garage", "Garden", "Back yard"]),
+}
+
+# The emulator has no media server behind it; playback links point at this placeholder.
+DEMO_STREAMER = "https://streamer.example.invalid"
+
+
+@dataclass(frozen=True)
+class Portal:
+    """How to prepare and serve one example portal."""
+
+    title: str
+    folder: Path
+    prepare: list[str]
+    serve: list[str]
+    sign_in_path: str
+    env: dict[str, str]
+
+
+PORTALS = {
+    "django": Portal(
+        title="Django example portal",
+        folder=HERE / "django_portal",
+        prepare=["manage.py", "prepare_demo"],
+        serve=["manage.py", "runserver", "--noreload", "{host}:{port}"],
+        sign_in_path="/accounts/login/",
+        env={"DJANGO_SETTINGS_MODULE": "portal.settings"},
+    ),
+    "flask": Portal(
+        title="Flask example portal",
+        folder=HERE / "flask_portal",
+        prepare=["-m", "flask", "--app", "app", "prepare-demo"],
+        serve=["-m", "flask", "--app", "app", "run", "--no-reload", "-h", "{host}", "-p", "{port}"],
+        sign_in_path="/sign-in",
+        env={},
+    ),
+}
+
+
+def demo_streams(username: str) -> list[dict[str, Any]]:
+    """The emulator's streams for a demo Watcher user: named cameras, the last one offline."""
+    titles = WATCHER_USERS[username][1]
+    streams: list[dict[str, Any]] = []
+    for number, title in enumerate(titles, start=1):
+        stream: dict[str, Any] = {"name": f"{username}-cam-{number}", "title": title}
+        if number == len(titles):
+            stream["stats"] = {
+                "alive": False,
+                "status": "stopped",
+                "playback_token": secrets.token_urlsafe(16),
+                "streaming_endpoint": DEMO_STREAMER,
+            }
+        streams.append(stream)
+    return streams
+
+
+def pick_port(host: str, wanted: int) -> int:
+    """``wanted`` if it is free on ``host``, else a free port the system picks."""
+    for port in (wanted, 0) if wanted else (0,):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise RuntimeError(f"no free port on {host}")
+
+
+@contextlib.contextmanager
+def watcher(args: argparse.Namespace) -> Iterator[tuple[str, bool]]:
+    """``(url, emulated)``: the emulator started here, or ``WATCHER_URL`` when it is set."""
+    url = os.environ.get("WATCHER_URL", "").strip()
+    if url:
+        yield url, False
+        return
+    from watcher_auth.testing import WatcherEmulator
+
+    emulator = WatcherEmulator(
+        host=args.host,
+        port=pick_port(args.host, args.emulator_port),
+        access_lifetime=args.access_lifetime,
+    )
+    for username, (password, _titles) in WATCHER_USERS.items():
+        emulator.add_user(username, password, streams=demo_streams(username))
+    with emulator:
+        yield emulator.url, True
+
+
+def run(portal: Portal, args: argparse.Namespace) -> int:
+    """Start the Watcher (or use ``WATCHER_URL``) and the portal; serve until interrupted."""
+    data_dir = Path(args.data_dir).resolve() if args.data_dir else portal.folder
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with watcher(args) as (watcher_url, emulated):
+        env = {
+            **os.environ,
+            **portal.env,
+            "WATCHER_URL": watcher_url,
+            "PORTAL_DATABASE": str(data_dir / "db.sqlite3"),
+            "PYTHONUNBUFFERED": "1",
+        }
+        prepared = subprocess.run(
+            [sys.executable, *portal.prepare], cwd=portal.folder, env=env, check=False
+        )
+        if prepared.returncode != 0:
+            print(f"Preparing the portal failed (exit code {prepared.returncode}).", flush=True)
+            return prepared.returncode
+        port = pick_port(args.host, args.port)
+        command = [part.format(host=args.host, port=port) for part in portal.serve]
+        server = subprocess.Popen([sys.executable, *command], cwd=portal.folder, env=env)
+        try:
+            base = f"http://{args.host}:{port}"
+            if not wait_until_up(base + portal.sign_in_path, server, timeout=60):
+                print("The portal did not start; its output is above.", flush=True)
+                return 1
+            if args.check:
+                return check(base + portal.sign_in_path)
+            print_banner(portal, base, watcher_url, emulated, args.access_lifetime)
+            return server.wait()
+        finally:
+            stop(server)
+
+
+def wait_until_up(url: str, server: subprocess.Popen[bytes], *, timeout: float) -> bool:
+    """Poll ``url`` until it answers; ``False`` when the server exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            return False
+        try:
+            with _opener().open(url, timeout=2):
+                return True
+        except urllib.error.HTTPError:
+            return True  # it answers, even if not with 200
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def check(url: str) -> int:
+    """Fetch the sign-in page once; 0 when it is a page with a form."""
+    try:
+        with _opener().open(url, timeout=10) as response:
+            page = response.read().decode("utf-8", "replace")
+            ok = response.status == 200 and "<form" in page
+    except OSError as exc:
+        print(f"Check failed: {url} did not answer ({exc}).", flush=True)
+        return 1
+    print(f"Check {'passed' if ok else 'failed'}: {url}", flush=True)
+    return 0 if ok else 1
+
+
+def print_banner(
+    portal: Portal, base: str, watcher_url: str, emulated: bool, lifetime: float
+) -> None:
+    """Where the portal is and how to sign in."""
+    lines = [
+        "",
+        f"{portal.title} is running at {base}/",
+        f"  Portal user:      {PORTAL_USER[0]} / {PORTAL_USER[1]}",
+    ]
+    if emulated:
+        accounts = ", ".join(
+            f"{name} / {password} ({len(titles)} cameras)"
+            for name, (password, titles) in WATCHER_USERS.items()
+        )
+        lines += [
+            f"  Watcher users:    {accounts}",
+            f"  Watcher emulator: {watcher_url} (access tokens live {lifetime:g} s)",
+        ]
+    else:
+        lines.append(f"  Watcher:          {watcher_url} (from WATCHER_URL): use your own account")
+    lines += ["Press Ctrl-C to stop.", ""]
+    print("\n".join(lines), flush=True)
+
+
+def stop(server: subprocess.Popen[bytes]) -> None:
+    """End the portal's server: SIGTERM, then SIGKILL if it lingers."""
+    if server.poll() is not None:
+        return
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    # The portal is on loopback: proxies from the environment must not get in the way.
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line: ``run_demo.py {django,flask} [options]``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("portal", choices=sorted(PORTALS))
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--port", type=int, default=8000, help="the portal's port (a free one if taken; 0: any)"
+    )
+    parser.add_argument(
+        "--emulator-port", type=int, default=8080, help="the emulator's port (a free one if taken)"
+    )
+    parser.add_argument(
+        "--access-lifetime",
+        type=float,
+        default=120.0,
+        help="seconds the emulator's access tokens live (default 120)",
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="where the SQLite database goes (default: the portal's)"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="start, fetch the sign-in page once, stop"
+    )
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        return run(PORTALS[args.portal], args)
+    except KeyboardInterrupt:
+        print("\nStopped.", flush=True)
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
