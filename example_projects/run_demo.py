@@ -5,10 +5,12 @@
     python example_projects/run_demo.py django    # the Django portal
     python example_projects/run_demo.py flask     # the Flask portal
 
-It starts the Watcher emulator with two seeded Watcher users (unless ``WATCHER_URL`` is set:
-then the portal talks to that Watcher), prepares the portal's SQLite database with a portal
-user, starts the portal's development server on 127.0.0.1:8000 (or a free port when 8000 is
-taken), prints the address and the sign-in details, and stops everything on Ctrl-C.
+It starts the Watcher emulator with two seeded Watcher users, each with a password and an
+API v2 user key (unless ``WATCHER_URL`` is set: then the portal talks to that Watcher), hands
+the emulator's API v2 system key to the portal in ``WATCHER_SYSTEM_API_KEY``, prepares the
+portal's SQLite database with a portal user (a staff member), starts the portal's development
+server on 127.0.0.1:8000 (or a free port when 8000 is taken), prints the address and the
+sign-in details, and stops everything on Ctrl-C.
 
 ``--check`` starts everything, fetches the sign-in page once, and stops: a quick proof that
 the demo works on this machine.
@@ -31,20 +33,32 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
 HERE = Path(__file__).resolve().parent
 
 #: The portal user both portals create.
 PORTAL_USER = ("demo", "demo-portal-pw")
 
-#: Watcher users the emulator starts with: password and camera titles (the last one is offline).
-WATCHER_USERS: dict[str, tuple[str, list[str]]] = {
-    "alice": (
+
+class WatcherUser(NamedTuple):
+    """A Watcher user the emulator starts with."""
+
+    password: str
+    #: The user's API v2 key, as Watcher shows it in the user's profile.
+    api_key: str
+    #: Camera titles; the last camera is offline.
+    cameras: list[str]
+
+
+#: The Watcher users the emulator starts with.
+WATCHER_USERS: dict[str, WatcherUser] = {
+    "alice": WatcherUser(
         "alice-watcher-pw",
+        "alice-watcher-key",
         ["Front door", "Lobby", "Parking lot", "Server room", "Loading dock"],
     ),
-    "bob": ("bob-watcher-pw", ["Garage", "Garden", "Back yard"]),
+    "bob": WatcherUser("bob-watcher-pw", "bob-watcher-key", ["Garage", "Garden", "Back yard"]),
 }
 
 # The emulator has no media server behind it; playback links point at this placeholder.
@@ -85,7 +99,7 @@ PORTALS = {
 
 def demo_streams(username: str) -> list[dict[str, Any]]:
     """The emulator's streams for a demo Watcher user: named cameras, the last one offline."""
-    titles = WATCHER_USERS[username][1]
+    titles = WATCHER_USERS[username].cameras
     streams: list[dict[str, Any]] = []
     for number, title in enumerate(titles, start=1):
         stream: dict[str, Any] = {"name": f"{username}-cam-{number}", "title": title}
@@ -112,12 +126,21 @@ def pick_port(host: str, wanted: int) -> int:
     raise RuntimeError(f"no free port on {host}")
 
 
+class WatcherServer(NamedTuple):
+    """The Watcher the portal talks to."""
+
+    url: str
+    emulated: bool
+    #: Watcher's API v2 system key for the portal's staff page (the emulator's; else unset).
+    system_api_key: str | None
+
+
 @contextlib.contextmanager
-def watcher(args: argparse.Namespace) -> Iterator[tuple[str, bool]]:
-    """``(url, emulated)``: the emulator started here, or ``WATCHER_URL`` when it is set."""
+def watcher(args: argparse.Namespace) -> Iterator[WatcherServer]:
+    """The emulator started here, or ``WATCHER_URL`` when it is set."""
     url = os.environ.get("WATCHER_URL", "").strip()
     if url:
-        yield url, False
+        yield WatcherServer(url, emulated=False, system_api_key=None)
         return
     from watcher_auth.testing import WatcherEmulator
 
@@ -126,24 +149,29 @@ def watcher(args: argparse.Namespace) -> Iterator[tuple[str, bool]]:
         port=pick_port(args.host, args.emulator_port),
         access_lifetime=args.access_lifetime,
     )
-    for username, (password, _titles) in WATCHER_USERS.items():
-        emulator.add_user(username, password, streams=demo_streams(username))
+    for username, user in WATCHER_USERS.items():
+        emulator.add_user(
+            username, user.password, api_key=user.api_key, streams=demo_streams(username)
+        )
     with emulator:
-        yield emulator.url, True
+        yield WatcherServer(emulator.url, emulated=True, system_api_key=emulator.system_api_key)
 
 
 def run(portal: Portal, args: argparse.Namespace) -> int:
     """Start the Watcher (or use ``WATCHER_URL``) and the portal; serve until interrupted."""
     data_dir = Path(args.data_dir).resolve() if args.data_dir else portal.folder
     data_dir.mkdir(parents=True, exist_ok=True)
-    with watcher(args) as (watcher_url, emulated):
+    with watcher(args) as watcher_server:
         env = {
             **os.environ,
             **portal.env,
-            "WATCHER_URL": watcher_url,
+            "WATCHER_URL": watcher_server.url,
             "PORTAL_DATABASE": str(data_dir / "db.sqlite3"),
             "PYTHONUNBUFFERED": "1",
         }
+        if watcher_server.system_api_key is not None:
+            # Only the portal's staff page uses it; it is never printed.
+            env["WATCHER_SYSTEM_API_KEY"] = watcher_server.system_api_key
         prepared = subprocess.run(
             [sys.executable, *portal.prepare], cwd=portal.folder, env=env, check=False
         )
@@ -160,7 +188,13 @@ def run(portal: Portal, args: argparse.Namespace) -> int:
                 return 1
             if args.check:
                 return check(base + portal.sign_in_path)
-            print_banner(portal, base, watcher_url, emulated, args.access_lifetime)
+            print_banner(
+                portal,
+                base,
+                watcher_server.url,
+                watcher_server.emulated,
+                args.access_lifetime,
+            )
             return server.wait()
         finally:
             stop(server)
@@ -206,11 +240,13 @@ def print_banner(
     ]
     if emulated:
         accounts = ", ".join(
-            f"{name} / {password} ({len(titles)} cameras)"
-            for name, (password, titles) in WATCHER_USERS.items()
+            f"{name} / {user.password} ({len(user.cameras)} cameras)"
+            for name, user in WATCHER_USERS.items()
         )
+        keys = ", ".join(f"{name} / {user.api_key}" for name, user in WATCHER_USERS.items())
         lines += [
             f"  Watcher users:    {accounts}",
+            f"  API v2 user keys: {keys}",
             f"  Watcher emulator: {watcher_url} (access tokens live {lifetime:g} s)",
         ]
     else:

@@ -13,6 +13,9 @@ The environment changes what differs between machines:
   ``db.sqlite3`` beside this file).
 - ``PORTAL_SECRET_KEY``: Flask's secret key. The Watcher tokens are encrypted with it, so a
   real deployment sets its own (or ``WATCHER_ENCRYPTION_KEYS``).
+- ``WATCHER_SYSTEM_API_KEY``: Watcher's API v2 system key, read by flask_watcher_auth for
+  ``current_watcher_system``. With it, staff see every camera on "All cameras (system key)";
+  without it that page does not exist.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import click
-from flask import Flask, current_app, redirect, render_template, request, url_for
+from flask import Flask, abort, current_app, redirect, render_template, request, url_for
 from flask.cli import with_appcontext
 from flask_login import (
     LoginManager,
@@ -36,20 +39,38 @@ from flask_login import (
     logout_user,
 )
 from flask_wtf.csrf import CSRFProtect
-from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, create_engine, select
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Engine,
+    ForeignKey,
+    Integer,
+    MetaData,
+    Row,
+    String,
+    Table,
+    create_engine,
+    select,
+)
 from werkzeug.security import check_password_hash, generate_password_hash
 from werkzeug.wrappers import Response
 
 from flask_watcher_auth import (
     WatcherAuth,
     current_watcher,
+    current_watcher_system,
+    current_watcher_v2,
     get_state,
     safe_next_url,
     watcher_required,
+    watcher_v2_required,
 )
 from watcher_auth import WatcherAPIError, WatcherAuthError
+from watcher_auth.v2 import WatcherV2Session
 
 HERE = Path(__file__).resolve().parent
+# An ?offset= from a link is below this; anything else shows the first page.
+MAX_OFFSET = 1_000_000_000
 
 watcher_auth = WatcherAuth()
 login_manager = LoginManager()
@@ -63,14 +84,21 @@ users = Table(
     Column("username", String(150), unique=True, nullable=False),
     Column("password_hash", String(255), nullable=False),
 )
+#: The portal users who are staff: they may see every camera through the system key.
+staff = Table(
+    "portal_staff",
+    metadata,
+    Column("user_id", Integer, ForeignKey("portal_users.id"), primary_key=True),
+)
 
 
 class PortalUser(UserMixin):
     """A portal account (not a Watcher account: that one is connected separately)."""
 
-    def __init__(self, user_id: int, username: str) -> None:
+    def __init__(self, user_id: int, username: str, is_staff: bool = False) -> None:
         self.id = user_id
         self.username = username
+        self.is_staff = is_staff
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -102,7 +130,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.add_url_rule("/sign-in", "sign_in", sign_in, methods=["GET", "POST"])
     app.add_url_rule("/sign-out", "sign_out", sign_out, methods=["POST"])
     app.add_url_rule("/cameras", "cameras", cameras)
+    app.add_url_rule("/cameras/v2", "cameras_v2", cameras_v2)
+    app.add_url_rule("/cameras/all", "all_cameras", all_cameras)
     app.context_processor(watcher_panel)
+    app.context_processor(staff_pages)
     app.cli.add_command(prepare_demo)
     return app
 
@@ -113,12 +144,22 @@ def db() -> Engine:
     return engine
 
 
+def find_user(condition: ColumnElement[bool]) -> Row[Any] | None:
+    """The ``portal_users`` row that matches ``condition``, with ``is_staff``."""
+    query = (
+        select(users, staff.c.user_id.is_not(None).label("is_staff"))
+        .outerjoin(staff, staff.c.user_id == users.c.id)
+        .where(condition)
+    )
+    with db().connect() as conn:
+        return conn.execute(query).first()
+
+
 @login_manager.user_loader
 def load_user(user_id: str) -> PortalUser | None:
     """Flask-Login's loader: the signed-in account, by id."""
-    with db().connect() as conn:
-        row = conn.execute(select(users).where(users.c.id == int(user_id))).first()
-    return PortalUser(row.id, row.username) if row is not None else None
+    row = find_user(users.c.id == int(user_id))
+    return PortalUser(row.id, row.username, row.is_staff) if row is not None else None
 
 
 def home() -> Response:
@@ -135,12 +176,11 @@ def sign_in() -> str | Response:
     username = ""
     if request.method == "POST":
         username = request.form.get("username", "").strip()
-        with db().connect() as conn:
-            row = conn.execute(select(users).where(users.c.username == username)).first()
+        row = find_user(users.c.username == username)
         if row is not None and check_password_hash(
             row.password_hash, request.form.get("password", "")
         ):
-            login_user(PortalUser(row.id, row.username))
+            login_user(PortalUser(row.id, row.username, row.is_staff))
             return redirect(next_url or url_for("cameras"))
         error = "That username and password do not match a portal account."
     return render_template("sign_in.html", error=error, username=username, next_url=next_url)
@@ -180,6 +220,70 @@ def cameras() -> str | tuple[str, int]:
     )
 
 
+@login_required
+@watcher_v2_required
+def cameras_v2() -> str:
+    """One page of the signed-in user's cameras through API v2; ``?offset=`` selects the page.
+
+    ``@watcher_v2_required`` sends people without an API v2 account to the API v2 connect
+    page (a user API key or a password); ``current_watcher_v2`` carries their session or key.
+    """
+    page = camera_page(current_watcher_v2, offset_of(request.args.get("offset")), "cameras_v2")
+    return render_template("cameras_v2.html", heading="Cameras (API v2)", **page)
+
+
+@login_required
+def all_cameras() -> str:
+    """Every camera in Watcher, one page at a time, through Watcher's API v2 system key.
+
+    The system key has super-admin rights whoever is signed in, so only staff get here; the
+    page exists only when the key is configured (``WATCHER_SYSTEM_API_KEY``).
+    """
+    if not current_user.is_staff:
+        abort(403)
+    if get_state().settings.system_api_key is None:
+        abort(404)
+    offset = offset_of(request.args.get("offset"))
+    page = camera_page(current_watcher_system, offset, "all_cameras")
+    return render_template("cameras_v2.html", heading="All cameras (system key)", **page)
+
+
+def camera_page(watcher: WatcherV2Session, offset: int, endpoint: str) -> dict[str, Any]:
+    """The API v2 cameras from ``offset`` on, one page of them, with links to the neighbours.
+
+    API v2 pages by ``limit`` and ``offset`` and tells no total: asking for one camera more
+    than a page shows tells whether there is a next page.
+    """
+    size = current_app.config["PORTAL_CAMERAS_PER_PAGE"]
+    found = watcher.json("cameras", params={"limit": size + 1, "offset": offset})
+    shown = found[:size]
+    return {
+        "cameras": [v2_camera_row(camera) for camera in shown],
+        "first": offset + 1,
+        "last": offset + len(shown),
+        "next_link": url_for(endpoint, offset=offset + size) if len(found) > size else None,
+        "prev_link": url_for(endpoint, offset=max(offset - size, 0)) if offset > 0 else None,
+    }
+
+
+def v2_camera_row(camera: dict[str, Any]) -> dict[str, Any]:
+    """What the API v2 camera list shows of one camera."""
+    return {
+        "name": camera["name"],
+        "title": camera.get("title") or camera["name"],
+        "alive": bool(camera.get("alive")),
+    }
+
+
+def offset_of(value: str | None) -> int:
+    """The ``?offset=`` of a page link; 0 (the first page) for anything but a count."""
+    try:
+        offset = int(value or 0)
+    except ValueError:
+        return 0
+    return offset if 0 <= offset < MAX_OFFSET else 0
+
+
 def camera_row(stream: dict[str, Any]) -> dict[str, Any]:
     """What the camera list shows of one Watcher stream."""
     stats = stream.get("stats") or {}
@@ -215,12 +319,17 @@ def watcher_panel() -> dict[str, Any]:
     if not current_user.is_authenticated:
         return {}
     state = get_state()
+    key = state.user_key() or ""
     try:
-        pair = state.manager.tokens(state.user_key() or "")
+        pair = state.manager.tokens(key)
+        v2_pair = state.manager.v2_tokens(key)
     except WatcherAuthError:
         return {"watcher_panel": {"unavailable": True}}
+    v2 = {"connected": False}
+    if v2_pair is not None:
+        v2 = {"connected": True, "username": v2_pair.username, "scheme": v2_pair.scheme}
     if pair is None:
-        return {"watcher_panel": {"connected": False}}
+        return {"watcher_panel": {"connected": False, "v2": v2}}
     return {
         "watcher_panel": {
             "connected": True,
@@ -228,8 +337,16 @@ def watcher_panel() -> dict[str, Any]:
             "server": state.manager.server,
             "expires_in": expires_in(pair.local_expires_at, time.time()),
             "refreshed_at": _clock_time(pair.refreshed_at),
+            "v2": v2,
         }
     }
+
+
+def staff_pages() -> dict[str, Any]:
+    """``system_cameras``: whether to link the staff's "All cameras" page (system key set)."""
+    if not current_user.is_authenticated or not current_user.is_staff:
+        return {}
+    return {"system_cameras": get_state().settings.system_api_key is not None}
 
 
 def expires_in(moment: float | None, now: float) -> str:
@@ -248,16 +365,22 @@ def expires_in(moment: float | None, now: float) -> str:
 @click.option("--password", default="demo-portal-pw", show_default=True)
 @with_appcontext
 def prepare_demo(username: str, password: str) -> None:
-    """Create the tables and create (or reset) the demo portal user."""
+    """Create the tables and create (or reset) the demo portal user, a staff member."""
     password_hash = generate_password_hash(password)
     with db().begin() as conn:
         found = conn.execute(select(users.c.id).where(users.c.username == username)).first()
         if found is None:
-            conn.execute(users.insert().values(username=username, password_hash=password_hash))
+            user_id = conn.execute(
+                users.insert().values(username=username, password_hash=password_hash)
+            ).inserted_primary_key[0]
         else:
+            user_id = found.id
             conn.execute(
-                users.update().where(users.c.id == found.id).values(password_hash=password_hash)
+                users.update().where(users.c.id == user_id).values(password_hash=password_hash)
             )
+        # Staff see every camera on "All cameras (system key)".
+        if conn.execute(select(staff).where(staff.c.user_id == user_id)).first() is None:
+            conn.execute(staff.insert().values(user_id=user_id))
     action = "Created" if found is None else "Reset the password of"
     click.echo(f"{action} the portal user {username!r}.")
 

@@ -20,7 +20,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,24 +77,31 @@ class RunningPortal:
 
 @dataclass
 class Screenshots:
-    """Saves numbered screenshots of a page, checking each page for leaked tokens first."""
+    """Saves numbered screenshots of a page, checking each page for leaked secrets first.
+
+    ``secrets`` are exact values (passwords, API keys) no page or URL may show, on top of
+    anything shaped like a token.
+    """
 
     folder: Path
     taken: list[Path] = field(default_factory=list)
+    secrets: list[str] = field(default_factory=list)
 
     def __call__(self, page: Any, step: str) -> Path:
-        assert_no_secrets(page.url, page.content())
+        assert_no_secrets(page.url, page.content(), self.secrets)
         path = self.folder / f"{len(self.taken) + 1:02d}-{step}.png"
         page.screenshot(path=str(path), full_page=True)
         self.taken.append(path)
         return path
 
 
-def assert_no_secrets(url: str, html: str) -> None:
-    """Fail when a URL or page shows something shaped like an access or refresh token."""
+def assert_no_secrets(url: str, html: str, secrets: Sequence[str] = ()) -> None:
+    """Fail when a URL or page shows one of ``secrets``, or something shaped like a token."""
     for where, text in (("URL", url), ("page", html)):
         match = SECRET_SHAPES.search(text)
         assert match is None, f"the {where} at {url} shows a token-like value {match.group()!r}"
+        shown = [number for number, secret in enumerate(secrets) if secret in text]
+        assert shown == [], f"the {where} at {url} shows secrets number {shown}"
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""The example portals' small helpers: playback links and the token expiry text.
+"""The example portals' small helpers: playback links, API v2 rows and offsets, the token
+expiry text.
 
 Both portals carry their own copy (each is meant to be copied on its own), so each test runs
 against both.
@@ -65,6 +66,25 @@ def test_no_playback_link_without_a_token_and_an_endpoint(
 def test_a_camera_row_falls_back_to_the_name_and_reads_alive(portal: Any) -> None:
     row = portal.camera_row({"name": "cam-7", "stats": {"alive": False}})
     assert row == {"name": "cam-7", "title": "cam-7", "alive": False, "playback_url": None}
+
+
+def test_an_api_v2_camera_row_falls_back_to_the_name_and_reads_alive(portal: Any) -> None:
+    assert portal.v2_camera_row({"name": "cam-7", "alive": True}) == {
+        "name": "cam-7",
+        "title": "cam-7",
+        "alive": True,
+    }
+    assert portal.v2_camera_row({"name": "cam-8", "title": "Gate"})["alive"] is False
+
+
+@pytest.mark.parametrize(
+    ("value", "offset"),
+    [(None, 0), ("", 0), ("8", 8), ("-4", 0), ("4.5", 0), ("abc", 0), ("²", 0), ("9" * 12, 0)],
+)
+def test_a_page_offset_is_a_count_or_the_first_page(
+    portal: Any, value: str | None, offset: int
+) -> None:
+    assert portal.offset_of(value) == offset
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The Watcher status panel that every page shows to a signed-in person."""
+"""What every page shows a signed-in person: the Watcher status panel and the staff pages."""
 
 from datetime import datetime
 from typing import Any
@@ -7,6 +7,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from django_watcher_auth.accounts import account_status
+from django_watcher_auth.conf import system_api_key
 from watcher_auth import WatcherAuthError
 
 
@@ -39,3 +40,14 @@ def expires_in(moment: datetime | None, now: datetime) -> str:
         return "expired; renewed on the next Watcher call"
     minutes, seconds = divmod(seconds, 60)
     return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+
+
+def staff_pages(request: HttpRequest) -> dict[str, Any]:
+    """``system_cameras``: whether to link the staff's "All cameras" page (system key set)."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_staff:
+        return {}
+    try:
+        return {"system_cameras": system_api_key() is not None}
+    except WatcherAuthError:  # a malformed key: the system check reports it
+        return {}

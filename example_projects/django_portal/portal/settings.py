@@ -9,6 +9,9 @@ what differs elsewhere:
 - ``PORTAL_SECRET_KEY``: Django's secret key. The Watcher tokens are encrypted with a key
   derived from it, so a real deployment sets its own (or ``WATCHER_AUTH["ENCRYPTION_KEYS"]``).
 - ``PORTAL_DEBUG``: ``0`` turns debug mode off.
+- ``WATCHER_SYSTEM_API_KEY``: Watcher's API v2 system key, read by django_watcher_auth for
+  ``request.watcher_system``. With it, staff see every camera on "All cameras (system key)";
+  without it that page does not exist.
 """
 
 import os
@@ -58,6 +61,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "portal.context_processors.watcher_panel",
+                "portal.context_processors.staff_pages",
             ],
         },
     },

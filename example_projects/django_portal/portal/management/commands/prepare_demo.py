@@ -1,4 +1,4 @@
-"""``manage.py prepare_demo``: create the tables and the demo portal user."""
+"""``manage.py prepare_demo``: create the tables and the demo portal user, a staff member."""
 
 from typing import Any
 
@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 
 class Command(BaseCommand):
-    help = "Apply migrations and create (or reset) the demo portal user."
+    help = "Apply migrations and create (or reset) the demo portal user, a staff member."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--username", default="demo")
@@ -20,6 +20,7 @@ class Command(BaseCommand):
             username=options["username"]
         )
         user.set_password(options["password"])
+        user.is_staff = True  # staff see every camera on "All cameras (system key)"
         user.save()
         action = "Created" if created else "Reset the password of"
         self.stdout.write(f"{action} the portal user {user.get_username()!r}.")
