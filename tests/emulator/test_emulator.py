@@ -589,7 +589,7 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
     }
     command = [sys.executable, "-m", "watcher_auth.testing.emulator", "--port", "0"]
-    command += ["--user", "alice:secret", "--user", "bob:pw", "--streams", "5", "--rotate"]
+    command += ["--user", "alice:secret", "--user", "bob:pw:bobs-key", "--streams", "5", "--rotate"]
     process = subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -612,6 +612,12 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
         ).json()
         assert streams["estimated_count"] == 5
         assert RemoteEmulator(url).stats.password_logins == 1
+        cameras = requests.get(
+            url + "/vsaas/api/v2/cameras",
+            headers={"x-vsaas-api-key": "bobs-key", "x-vsaas-user": "bob"},
+            timeout=5,
+        )
+        assert cameras.status_code == 200 and len(cameras.json()) == 5
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=10)

@@ -26,11 +26,13 @@ from watcher_auth.testing._emulator_state import CallRecord, EmulatorStats
 __all__ = ["CallRecord", "EmulatorStats", "RemoteEmulator", "WatcherEmulator", "main"]
 
 
-def _user_arg(value: str) -> tuple[str, str]:
-    username, sep, password = value.partition(":")
+def _user_arg(value: str) -> tuple[str, str, str | None]:
+    """``USER:PASSWORD`` or ``USER:PASSWORD:API_KEY`` (the user's API v2 key)."""
+    username, sep, rest = value.partition(":")
     if not sep or not username:
-        raise argparse.ArgumentTypeError(f"expected USER:PASSWORD, got {value!r}")
-    return username, password
+        raise argparse.ArgumentTypeError("expected USER:PASSWORD[:API_KEY]")
+    password, sep, api_key = rest.partition(":")
+    return username, password, (api_key or None) if sep else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,10 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     parser.add_argument(
-        "--user", type=_user_arg, action="append", default=[], metavar="USER:PASSWORD"
+        "--user", type=_user_arg, action="append", default=[], metavar="USER:PASSWORD[:API_KEY]"
     )
     parser.add_argument(
-        "--admin", type=_user_arg, action="append", default=[], metavar="USER:PASSWORD"
+        "--admin", type=_user_arg, action="append", default=[], metavar="USER:PASSWORD[:API_KEY]"
     )
     parser.add_argument("--streams", type=int, default=3, help="streams seeded per user")
     parser.add_argument("--access-lifetime", type=float, default=300.0)
@@ -66,10 +68,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_sessions=args.max_sessions,
         system_api_key=args.system_api_key,
     )
-    for (username, password), is_admin in [(u, False) for u in args.user] + [
+    for (username, password, api_key), is_admin in [(u, False) for u in args.user] + [
         (u, True) for u in args.admin
     ]:
-        emulator.add_user(username, password, is_admin=is_admin, streams=args.streams)
+        emulator.add_user(
+            username, password, is_admin=is_admin, streams=args.streams, api_key=api_key
+        )
 
     stopping = threading.Event()
 
