@@ -84,7 +84,7 @@ from watcher_auth import (
     resolve_store,
 )
 from watcher_auth.stores import import_string
-from watcher_auth.v2._policy import check_secret
+from watcher_auth.v2 import SYSTEM_API_KEY_ENV, system_api_key_setting
 
 __all__ = [
     "DEFAULTS",
@@ -127,7 +127,6 @@ DEFAULTS: dict[str, Any] = {
 }
 
 #: The environment variable read when ``WATCHER_AUTH['SYSTEM_API_KEY']`` is not set.
-SYSTEM_API_KEY_ENV = "WATCHER_SYSTEM_API_KEY"
 
 #: Keys of service accounts start with this; ``str(user.pk)`` never does.
 SERVICE_KEY_PREFIX = "service:"
@@ -353,26 +352,9 @@ def system_api_key() -> str | None:
         ConfigurationError: the key is set but empty, blank, or not usable in a header (the
             message names the setting, never the value).
     """
-    configured = watcher_settings.SYSTEM_API_KEY
-    if configured is not None:
-        name, value = "WATCHER_AUTH['SYSTEM_API_KEY']", configured
-    elif SYSTEM_API_KEY_ENV in os.environ:
-        name, value = (
-            f"the environment variable {SYSTEM_API_KEY_ENV}",
-            os.environ[SYSTEM_API_KEY_ENV],
-        )
-    else:
-        return None
-    if not isinstance(value, str):
-        raise ConfigurationError(f"{name} must be a string")
-    if not value.strip():
-        raise ConfigurationError(
-            f"{name} is set but empty: give Watcher's system API key or unset it"
-        )
-    try:
-        return check_secret(value, "system API key")
-    except ConfigurationError as exc:
-        raise ConfigurationError(f"{name}: {exc}") from None
+    return system_api_key_setting(
+        watcher_settings.SYSTEM_API_KEY, setting="WATCHER_AUTH['SYSTEM_API_KEY']"
+    )
 
 
 def service_key(username: str) -> str:

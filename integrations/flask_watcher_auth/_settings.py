@@ -12,7 +12,7 @@ from flask import Flask
 
 from watcher_auth import ConfigurationError, TokenStore, normalize_server_url, resolve_store
 from watcher_auth.crypto import TokenCipher
-from watcher_auth.v2._policy import check_secret
+from watcher_auth.v2 import SYSTEM_API_KEY_ENV, system_api_key_setting
 
 __all__ = [
     "CONFIG_DEFAULTS",
@@ -44,7 +44,6 @@ CONFIG_DEFAULTS: Mapping[str, Any] = {
 }
 
 #: The environment variable read when ``WATCHER_SYSTEM_API_KEY`` is not in the config.
-SYSTEM_API_KEY_ENV = "WATCHER_SYSTEM_API_KEY"
 
 _ENCRYPTED_STORES = ("redis", "sqlalchemy")
 
@@ -187,23 +186,7 @@ def _system_api_key(configured: object) -> str | None:
 
     A key that is set but empty fails here, at start-up, rather than on first use.
     """
-    if configured is not None:
-        name, value = "WATCHER_SYSTEM_API_KEY", configured
-    elif SYSTEM_API_KEY_ENV in os.environ:
-        name = f"the environment variable {SYSTEM_API_KEY_ENV}"
-        value = os.environ[SYSTEM_API_KEY_ENV]
-    else:
-        return None
-    if not isinstance(value, str):
-        raise ConfigurationError(f"{name} must be a string")
-    if not value.strip():
-        raise ConfigurationError(
-            f"{name} is set but empty: give Watcher's system API key or unset it"
-        )
-    try:
-        return check_secret(value, "system API key")
-    except ConfigurationError as exc:
-        raise ConfigurationError(f"{name}: {exc}") from None
+    return system_api_key_setting(configured, setting="WATCHER_SYSTEM_API_KEY")
 
 
 def build_store(settings: WatcherSettings) -> TokenStore:

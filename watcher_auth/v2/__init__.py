@@ -13,16 +13,25 @@ store as the v3 tokens but apart from them::
 """
 
 from watcher_auth.v2._auth import SystemApiKeyAuth, UserApiKeyAuth, WatcherV2Auth
-from watcher_auth.v2._policy import API_KEY_HEADER, SESSION_HEADER, USER_HEADER, V2_ROOT
+from watcher_auth.v2._policy import (
+    API_KEY_HEADER,
+    SESSION_HEADER,
+    SYSTEM_API_KEY_ENV,
+    USER_HEADER,
+    V2_ROOT,
+    system_api_key_setting,
+)
 from watcher_auth.v2._session import WatcherV2Session
 
 __all__ = [
     "API_KEY_HEADER",
     "SESSION_HEADER",
+    "SYSTEM_API_KEY_ENV",
     "USER_HEADER",
     "V2_ROOT",
     "SystemApiKeyAuth",
     "UserApiKeyAuth",
     "WatcherV2Auth",
     "WatcherV2Session",
+    "system_api_key_setting",
 ]

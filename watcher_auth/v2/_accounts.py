@@ -21,7 +21,7 @@ from watcher_auth._exceptions import (
     WatcherProtocolError,
     WatcherUnavailable,
 )
-from watcher_auth._tokens import StoreKey, TokenPair
+from watcher_auth._tokens import Secret, StoreKey, TokenPair
 from watcher_auth.v2._auth import SystemApiKeyAuth, UserApiKeyAuth, WatcherV2Auth
 from watcher_auth.v2._policy import (
     SCHEME_SESSION,
@@ -186,7 +186,8 @@ class V2Accounts:
                 if manager._credentials and (basis is None or basis.scheme == SCHEME_SESSION):
                     provided = manager._credentials(skey.user)
                 if provided is not None:
-                    username, password = provided
+                    username, password = provided[0], Secret(provided[1])
+                    provided = None  # a plain tuple: only the Secret stays in this frame
                     pair = self._password_login(username, password)
                     self._save(skey, pair)
                     logger.info(

@@ -6,7 +6,8 @@ answers; :mod:`watcher_auth.v2._accounts` only executes what this decides.
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+import os
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from watcher_auth._exceptions import (
@@ -60,6 +61,37 @@ def check_secret(value: object, what: str) -> str:
             f"the {what} has spaces around it or characters a header cannot carry"
         )
     return value
+
+
+SYSTEM_API_KEY_ENV = "WATCHER_SYSTEM_API_KEY"
+
+
+def system_api_key_setting(
+    configured: object, *, setting: str, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """The system key from a framework setting, else from ``WATCHER_SYSTEM_API_KEY``.
+
+    ``None`` when neither is set. A key that is set but empty, or not a string, raises
+    :class:`ConfigurationError` naming where it came from (never showing it), so a portal
+    fails at start-up rather than on first use.
+    """
+    environ = os.environ if environ is None else environ
+    if configured is not None:
+        name, value = setting, configured
+    elif SYSTEM_API_KEY_ENV in environ:
+        name, value = f"the environment variable {SYSTEM_API_KEY_ENV}", environ[SYSTEM_API_KEY_ENV]
+    else:
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name} must be a string")
+    if not value.strip():
+        raise ConfigurationError(
+            f"{name} is set but empty: give Watcher's system API key or unset it"
+        )
+    try:
+        return check_secret(value, "system API key")
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{name}: {exc}") from None
 
 
 def credential_headers(pair: TokenPair) -> dict[str, str]:
