@@ -29,7 +29,7 @@ from watcher_auth._policy import (
     parse_token_response,
 )
 from watcher_auth._session import WatcherBearerAuth, WatcherSession, block_cookies, origin_of
-from watcher_auth._tokens import StoreKey, TokenPair
+from watcher_auth._tokens import Secret, StoreKey, TokenPair
 from watcher_auth.stores import MemoryStore, TokenStore, resolve_store
 from watcher_auth.v2._accounts import V2Accounts
 from watcher_auth.v2._auth import WatcherV2Auth
@@ -345,19 +345,26 @@ class TokenManager:
         """
         events: list[tuple[EventType, str | None]] = []
         try:
-            with self._exclusive(skey):
-                current = self.store.load(skey)
-                if (
-                    current is not None
-                    and (not self._same(current, seen) or not force)
-                    and not self._is_stale(current)
-                ):
-                    self._remember(skey, current)
-                    return current
-                pair = self._renew(skey, current, events)
-                self.store.save(skey, pair)
-                self._remember(skey, pair)
-                return pair
+            with self._thread_lock(skey):
+                if not force:
+                    # Another thread of this process refreshed while this one waited: its
+                    # fresh pair is in the local cache, and the store's lock is not needed.
+                    cached = self._cached(skey)
+                    if cached is not None:
+                        return cached
+                with self.store.lock(skey, timeout=self.lock_timeout):
+                    current = self.store.load(skey)
+                    if (
+                        current is not None
+                        and (not self._same(current, seen) or not force)
+                        and not self._is_stale(current)
+                    ):
+                        self._remember(skey, current)
+                        return current
+                    pair = self._renew(skey, current, events)
+                    self.store.save(skey, pair)
+                    self._remember(skey, pair)
+                    return pair
         finally:
             for event_type, username in events:
                 self._emit(event_type, skey.user, username)
@@ -375,9 +382,10 @@ class TokenManager:
                 logger.info("Watcher tokens refreshed for key %r", skey.user)
                 events.append((EventType.REFRESHED, pair.username))
                 return pair
-        credentials = self._credentials(skey.user) if self._credentials else None
-        if credentials is not None:
-            username, password = credentials
+        provided = self._credentials(skey.user) if self._credentials else None
+        if provided is not None:
+            username, password = provided[0], Secret(provided[1])
+            del provided  # a plain tuple: only the Secret stays in this frame
             pair = self._password_login(username, password)
             logger.info("Watcher account %r logged in again for key %r", username, skey.user)
             events.append((EventType.CONNECTED, pair.username))
@@ -430,13 +438,18 @@ class TokenManager:
     @contextmanager
     def _exclusive(self, skey: StoreKey) -> Iterator[None]:
         """This process's thread lock for the key, then the store's cross-process lock."""
+        with self._thread_lock(skey), self.store.lock(skey, timeout=self.lock_timeout):
+            yield
+
+    @contextmanager
+    def _thread_lock(self, skey: StoreKey) -> Iterator[None]:
+        """This process's lock for the key, so its threads queue here, not at the store."""
         with self._locks.hold(skey, self.lock_timeout) as acquired:
             if not acquired:
                 raise StoreLockTimeout(
                     f"another refresh of user key {skey.user!r} took over {self.lock_timeout}s"
                 )
-            with self.store.lock(skey, timeout=self.lock_timeout):
-                yield
+            yield
 
     @staticmethod
     def _same(a: TokenPair, b: TokenPair | None) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.cookiejar
 import logging
+import re
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -30,6 +31,7 @@ logger = logging.getLogger("watcher_auth")
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _RETRIED = "_watcher_auth_retried"
+_ABSOLUTE_URL = re.compile(r"\s*[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def origin_of(url: str) -> tuple[str, str, int]:
@@ -152,7 +154,8 @@ class WatcherSession(requests.Session):
 
     def url_for(self, path: str) -> str:
         """The absolute URL for ``path``; absolute URLs are returned unchanged."""
-        if "://" in path:
+        # Absolute only when the scheme comes first: "streams?next=http://x" is relative.
+        if _ABSOLUTE_URL.match(path):
             return path
         return self.base_url + path.lstrip("/")
 

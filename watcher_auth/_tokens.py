@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["StoreKey", "TokenPair"]
+__all__ = ["Secret", "StoreKey", "TokenPair"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +109,19 @@ class TokenPair:
         )
 
     __str__ = __repr__
+
+
+class Secret(str):
+    """A password or key whose ``repr`` hides it.
+
+    Error pages that list a frame's local variables (Django's with ``DEBUG`` on) print their
+    reprs; a password the library holds while it logs in is kept as one of these.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'***'"
 
 
 def _mask(secret: str | None) -> str:

@@ -1,11 +1,14 @@
-"""Faults at Watcher: typed errors, nothing lost, recovery without a new password login."""
+"""Faults at Watcher: typed errors, nothing lost, recovery without a new password login.
+
+Every scenario runs on each kind of store (memory, Redis, PostgreSQL, Django's database and
+cache stores): what a fault may and may not change is what the store holds.
+"""
 
 from __future__ import annotations
 
 import pytest
 
 from watcher_auth import (
-    MemoryStore,
     ReauthenticationRequired,
     TokenManager,
     WatcherAuthError,
@@ -24,13 +27,23 @@ def emulator(watcher_emulator_factory, fake_clock: FakeClock):
     # Rotation off: a "hang" refresh is still carried out by the emulator once the client has
     # given up, which under rotation is the lost-answer case tested on its own below.
     return watcher_emulator_factory(
-        clock=fake_clock, access_lifetime=LIFETIME, rotate_refresh_tokens=False, hang_seconds=2.0
+        clock=fake_clock, access_lifetime=LIFETIME, rotate_refresh_tokens=False, hang_seconds=1.0
     )
 
 
 @pytest.fixture
-def manager(emulator, fake_clock: FakeClock) -> TokenManager:
-    manager = TokenManager(emulator.url, store=MemoryStore(), clock=fake_clock, timeout=1.0)
+def make_manager(emulator, fake_clock: FakeClock, make_store):
+    def make(**options) -> TokenManager:
+        return TokenManager(
+            emulator.url, store=make_store(), clock=fake_clock, timeout=0.5, **options
+        )
+
+    return make
+
+
+@pytest.fixture
+def manager(make_manager) -> TokenManager:
+    manager = make_manager()
     manager.login(KEY, username="alice", password="secret")
     return manager
 
@@ -57,9 +70,9 @@ def test_watcher_failing_a_call_gives_a_typed_error_and_keeps_the_pair(
 
 @pytest.mark.parametrize("mode", FAULTS)
 def test_watcher_failing_a_login_stores_nothing_and_the_next_login_works(
-    emulator, fake_clock: FakeClock, mode: str
+    make_manager, emulator, mode: str
 ) -> None:
-    manager = TokenManager(emulator.url, clock=fake_clock, timeout=1.0)
+    manager = make_manager()
     emulator.fail_next("login", mode=mode)
     with pytest.raises(WatcherUnavailable):
         manager.login(KEY, username="alice", password="secret")
@@ -106,11 +119,9 @@ def test_a_refresh_whose_answer_was_lost_under_rotation_asks_for_a_new_login(
 
 
 def test_a_lost_refresh_answer_with_a_credentials_provider_logs_in_once_more(
-    emulator, fake_clock: FakeClock
+    make_manager, emulator, fake_clock: FakeClock
 ) -> None:
-    manager = TokenManager(
-        emulator.url, clock=fake_clock, timeout=1.0, credentials=lambda key: ("alice", "secret")
-    )
+    manager = make_manager(credentials=lambda key: ("alice", "secret"))
     emulator.configure(rotate_refresh_tokens=True)
     session = manager.session(KEY)
     assert session.get("profile").status_code == 200
@@ -135,3 +146,29 @@ def test_every_fault_error_is_a_watcher_auth_error(
         except Exception as exc:
             seen.append(type(exc))
     assert seen and all(issubclass(t, WatcherAuthError) for t in seen)
+
+
+def test_watcher_down_for_a_while_loses_nothing_and_needs_no_new_password(
+    manager: TokenManager, emulator, fake_clock: FakeClock
+) -> None:
+    stored = manager.tokens(KEY)
+    port = emulator.port
+    emulator.stop()  # nothing listens: every connection is refused
+    session = manager.session(KEY)
+    with pytest.raises(WatcherConnectionError):
+        session.get("profile")
+    with pytest.raises(WatcherUnavailable):
+        manager.login("someone-else", username="bob", password="hunter2")
+    fake_clock.advance(LIFETIME)
+    with pytest.raises(WatcherUnavailable):
+        session.get("profile")
+    with pytest.raises(WatcherUnavailable):
+        manager.refresh(KEY)
+    assert manager.tokens(KEY) == stored
+    assert manager.tokens("someone-else") is None
+
+    emulator.configure(port=port)
+    emulator.start()
+    assert session.get("profile").json()["name"] == "alice"
+    stats = emulator.stats
+    assert (stats.password_logins, stats.refreshes, stats.rejected_refreshes) == (1, 1, 0)

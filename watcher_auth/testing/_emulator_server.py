@@ -516,6 +516,14 @@ class WatcherEmulator:
         """Authorized calls answered, oldest first (the last 200 000)."""
         return self._state.call_log()
 
+    def issued_secrets(self) -> frozenset[str]:
+        """Every secret the emulator knows or has handed out, for leak checks.
+
+        Passwords and API v2 keys of its users, the system key, and every access token,
+        refresh token and session id it issued (rotated and ended ones included).
+        """
+        return self._state.secrets()
+
     def add_user(
         self,
         username: str,

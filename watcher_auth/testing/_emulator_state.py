@@ -329,6 +329,8 @@ class EmulatorState:
         self._counters = _Counters()
         self._access_serials = itertools.count(1)
         self._call_log: collections.deque[CallRecord] = collections.deque(maxlen=CALL_LOG_SIZE)
+        # Every secret handed out or known, for tests that check none of them leaks.
+        self._secrets: set[str] = set()
         self._failures: dict[str, collections.deque[str]] = {
             target: collections.deque() for target in FAILURE_TARGETS
         }
@@ -396,6 +398,7 @@ class EmulatorState:
             user.max_sessions = max_sessions
             if api_key is not None:
                 user.api_key = api_key
+            self._secrets.update(secret for secret in (password, user.api_key) if secret)
             if streams is not None:
                 user.streams = _seed_streams(user, streams)
 
@@ -407,6 +410,7 @@ class EmulatorState:
         with self._lock:
             user = self._user(username)
             user.api_key = _new_api_key()
+            self._secrets.add(user.api_key)
             return user.api_key
 
     def _user(self, username: str) -> _User:
@@ -501,6 +505,12 @@ class EmulatorState:
         with self._lock:
             self._counters = _Counters()
             self._call_log.clear()
+
+    def secrets(self) -> frozenset[str]:
+        """Every password, token, session id and API key the emulator knows or issued."""
+        with self._lock:
+            system_key = self._settings.system_api_key
+            return frozenset(self._secrets | ({system_key} if system_key else set()))
 
     def call_log(self) -> list[CallRecord]:
         with self._lock:
@@ -612,6 +622,8 @@ class EmulatorState:
         if settings.include_iat:
             claims["iat"] = int(now)
         access_token = jwt.encode(claims, signing_key(), algorithm="RS256")
+        with self._lock:
+            self._secrets.update((access_token, refresh_token, session_id))
         return json_reply(200, {"access_token": access_token, "refresh_token": refresh_token})
 
     def call(
@@ -744,6 +756,7 @@ class EmulatorState:
             )
             self._open_session(user, session, settings, now)
             self._counters.v2_logins += 1
+            self._secrets.add(session.id)
             payload = {"session": session.id, **self._v2_user(user)}
         return json_reply(200, payload)
 
