@@ -28,6 +28,7 @@ class StormRow:
     p50_ms: float
     p99_ms: float
     expiries: int
+    minimum: int
     note: str = ""
 
 
@@ -86,8 +87,12 @@ def timed_storm(
     threads: int,
     duration: float,
     before_fork: Callable[[], None] | None = None,
-) -> tuple[list[float], int, str]:
-    """Run the callers; returns (latencies in seconds, failed calls, first worker failure)."""
+) -> tuple[list[float], int, str, float, float]:
+    """Run the callers.
+
+    Returns latencies in seconds, failed calls, the first worker failure, and the times the
+    calls started and ended.
+    """
     ctx = multiprocessing.get_context("fork")
     queue: Any = ctx.Queue()
     start = time.time() + 1.0 + 0.2 * processes
@@ -110,7 +115,7 @@ def timed_storm(
         failure = failure or fail
     for w in workers:
         w.join(30)
-    return latencies, errors, failure
+    return latencies, errors, failure, start, end
 
 
 def managed_callers(make_manager: Callable[[], TokenManager], key: str) -> CallerFactory:
