@@ -182,8 +182,13 @@ class TokenManager:
         return self.store.load(self.store_key(key))
 
     def is_connected(self, key: str) -> bool:
-        """Whether ``key`` has stored tokens."""
-        return self.tokens(key) is not None
+        """Whether ``key`` has stored tokens.
+
+        A fresh pair this process already holds answers without a store read (the same pair a
+        call would use, see ``local_cache_size``).
+        """
+        skey = self.store_key(key)
+        return self._cached(skey) is not None or self.store.load(skey) is not None
 
     def current_tokens(self, key: str) -> TokenPair:
         """A pair for ``key`` whose access token is fresh, refreshing first if needed.
@@ -300,7 +305,9 @@ class TokenManager:
         return self._v2.tokens(key)
 
     def v2_is_connected(self, key: str) -> bool:
-        """Whether ``key`` has a stored API v2 session or user key."""
+        """Whether ``key`` has a stored API v2 session or user key (see :meth:`is_connected`)."""
+        if self._cached(self.store_key(key, api="v2")) is not None:
+            return True
         return self.v2_tokens(key) is not None
 
     def v2_whoami(self, key: str) -> dict[str, Any]:

@@ -93,8 +93,8 @@ def _serving_key(request: HttpRequest, api: str) -> str:
     service = service_account()
     if service is not None:
         manager = get_manager()
-        own = manager.v2_tokens(key) if api == "v2" else manager.tokens(key)
-        if own is None:
+        own = manager.v2_is_connected(key) if api == "v2" else manager.is_connected(key)
+        if not own:
             key = service_key(service[0])
     setattr(request, attr, key)
     return key

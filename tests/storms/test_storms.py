@@ -30,7 +30,7 @@ def log_in_once(make_manager: Any, url: str, clock: SharedClock, key: str = "sto
     manager.store.close()
 
 
-def test_with_one_session_allowed_four_processes_share_it_and_nothing_is_evicted(
+def test_with_one_session_allowed_eight_processes_share_it_and_nothing_is_evicted(
     watcher_emulator_factory: EmulatorFactory, make_manager: Any
 ) -> None:
     clock = SharedClock()
@@ -43,14 +43,14 @@ def test_with_one_session_allowed_four_processes_share_it_and_nothing_is_evicted
         lambda: make_manager(emulator.url, clock=clock),
         clock=clock,
         lifetime=LIFETIME,
-        processes=4,
+        processes=8,
         threads=8,
         expiries=EXPIRIES,
     )
 
     stats = emulator.stats
     assert result.errors == []
-    assert result.calls == 4 * 8 * (EXPIRIES + 1) * 3
+    assert result.calls == 8 * 8 * (EXPIRIES + 1) * 3
     assert (stats.password_logins, stats.refreshes, stats.rejected_refreshes) == (1, EXPIRIES, 0)
     assert (stats.evicted_sessions, stats.unauthorized) == (0, 0)
 
