@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
@@ -55,15 +56,16 @@ def _origin(url: str | None) -> tuple[str, str, int] | None:
     return origin_of(url)
 
 
-class _ApiKeyAuth(AuthBase):
+class _ApiKeyAuth(AuthBase, ABC):
     """Adds fixed v2 key headers, only for ``origin`` when one is given."""
 
     def __init__(self, origin: str | None) -> None:
         self._origin = _origin(origin)
         self.origin = origin
 
+    @abstractmethod
     def _headers(self) -> dict[str, str]:
-        raise NotImplementedError
+        """The credential headers this scheme sends."""
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         if r.url is None or (self._origin is not None and origin_of(r.url) != self._origin):
