@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -42,6 +43,7 @@ logger = logging.getLogger("watcher_auth")
 #: Returns ``(username, password)`` for a user key, or ``None`` when it has none.
 CredentialsProvider = Callable[[str], "tuple[str, str] | None"]
 Timeout = float | tuple[float, float]
+SessionT = TypeVar("SessionT", bound=requests.Session)
 
 V3_ROOT = "/watcher/client-api/v3/"
 
@@ -135,12 +137,14 @@ class TokenManager:
                 maxsize=local_cache_size, ttu=self._fresh_until, timer=self._clock
             )
         self.adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_maxsize)
+        # The environment (proxies, CA bundle) is read once here rather than by requests on
+        # every call; netrc is never wanted, since every request carries its own credentials.
+        self._proxies = requests.utils.get_environ_proxies(self.server)
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        self._verify = bundle if verify is True and bundle else verify
         self._http = requests.Session()
-        self._http.verify = verify
-        self._http.trust_env = False
         self._http.mount(self.server.split("://")[0] + "://", self.adapter)
-        self._verify = verify
-        block_cookies(self._http)
+        self.configure_session(self._http)
         self._v2 = V2Accounts(self)
 
     # --- public API -------------------------------------------------------------------
@@ -242,7 +246,14 @@ class TokenManager:
         session = WatcherSession(
             base_url=self.api_root, auth=self.auth(key), timeout=self.timeout, adapter=self.adapter
         )
+        return self.configure_session(session)
+
+    def configure_session(self, session: SessionT) -> SessionT:
+        """Give ``session`` this manager's TLS verification and proxies, and refuse cookies."""
+        session.trust_env = False
+        session.proxies.update(self._proxies)
         session.verify = self._verify
+        block_cookies(session)
         return session
 
     def add_listener(self, listener: Listener) -> None:

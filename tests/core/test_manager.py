@@ -443,3 +443,19 @@ def test_a_slow_refresh_of_one_key_does_not_hold_up_other_keys(
         thread.join(30)
     assert others_done_first == [True] * 28
     assert emulator.stats.refreshes == 1
+
+
+def test_proxies_from_the_environment_are_read_once_and_used(
+    recording_server, monkeypatch: pytest.MonkeyPatch, fake_clock: FakeClock
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", recording_server.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    manager = TokenManager("http://watcher.invalid", clock=fake_clock)
+    monkeypatch.delenv("HTTP_PROXY")
+    token = jwt.encode({"exp": fake_clock() + 300}, "a-32-byte-long-hmac-key-for-tests", "HS256")
+    manager.store.save(manager.store_key(KEY), TokenPair(token, "r", fake_clock() + 300))
+    assert manager.session(KEY).get("streams").status_code == 200
+    assert (
+        recording_server.seen[0]["path"] == "http://watcher.invalid/watcher/client-api/v3/streams"
+    )

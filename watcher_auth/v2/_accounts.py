@@ -259,8 +259,7 @@ class V2Accounts:
         session = WatcherV2Session(
             base_url=self.api_root, auth=auth, timeout=manager.timeout, adapter=manager.adapter
         )
-        session.verify = manager._verify
-        return session
+        return manager.configure_session(session)
 
     def _skey(self, key: str) -> StoreKey:
         return self._manager.store_key(key, api=API)
