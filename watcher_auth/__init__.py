@@ -27,7 +27,7 @@ from watcher_auth._exceptions import (
 )
 from watcher_auth._manager import CredentialsProvider, TokenManager, normalize_server_url
 from watcher_auth._session import WatcherBearerAuth, WatcherSession
-from watcher_auth._tokens import StoreKey, TokenPair
+from watcher_auth._tokens import Secret, StoreKey, TokenPair
 from watcher_auth.stores import MemoryStore, TokenStore, resolve_store
 
 __version__ = "0.1.0"
@@ -41,6 +41,7 @@ __all__ = [
     "MemoryStore",
     "NotConnected",
     "ReauthenticationRequired",
+    "Secret",
     "StoreError",
     "StoreKey",
     "StoreLockTimeout",

@@ -8,7 +8,9 @@ Templates (override any of them in a project's own ``templates/`` folder):
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
@@ -27,6 +29,7 @@ from django_watcher_auth.conf import get_manager, user_key, watcher_settings
 from django_watcher_auth.forms import ConnectForm, ConnectV2Form
 from watcher_auth import (
     InvalidCredentials,
+    Secret,
     WatcherPermissionDenied,
     WatcherProtocolError,
     WatcherUnavailable,
@@ -41,6 +44,38 @@ def _after_connect(next_url: str | None) -> str:
     return (
         next_url or watcher_settings.CONNECT_REDIRECT_URL or reverse("django_watcher_auth:status")
     )
+
+
+def _try_connect(
+    request: HttpRequest,
+    form: forms.Form,
+    attempt: Callable[[], object],
+    *,
+    rejected: str,
+    username: str,
+    next_url: str | None,
+) -> tuple[HttpResponse | None, int]:
+    """Run a connect ``attempt``: the redirect on success, else a form error and a status."""
+    try:
+        attempt()
+    except InvalidCredentials:
+        form.add_error(None, rejected)
+        return None, 200
+    except WatcherPermissionDenied:
+        form.add_error(None, _("This Watcher account may not use the Watcher API."))
+        return None, 200
+    except WatcherUnavailable:
+        form.add_error(None, _("Watcher cannot be reached right now. Try again in a minute."))
+        return None, 503
+    except WatcherProtocolError:
+        form.add_error(None, _("Watcher answered in a way this site does not understand."))
+        return None, 502
+    messages.success(
+        request,
+        _("Your Watcher account %(username)s is connected.") % {"username": username},
+        fail_silently=True,
+    )
+    return HttpResponseRedirect(_after_connect(next_url)), 200
 
 
 @sensitive_post_parameters("password")
@@ -60,31 +95,19 @@ def connect(request: HttpRequest) -> HttpResponse:
         next_url = safe_next(request, request.POST.get("next"))
         if form.is_valid():
             username = form.cleaned_data["username"]
-            try:
-                get_manager().login(
-                    user_key(request.user),
-                    username=username,
-                    password=form.cleaned_data.pop("password"),
-                )
-            except InvalidCredentials:
-                form.add_error(None, _("Watcher did not accept this username and password."))
-            except WatcherPermissionDenied:
-                form.add_error(None, _("This Watcher account may not use the Watcher API."))
-            except WatcherUnavailable:
-                form.add_error(
-                    None, _("Watcher cannot be reached right now. Try again in a minute.")
-                )
-                http_status = 503
-            except WatcherProtocolError:
-                form.add_error(None, _("Watcher answered in a way this site does not understand."))
-                http_status = 502
-            else:
-                messages.success(
-                    request,
-                    _("Your Watcher account %(username)s is connected.") % {"username": username},
-                    fail_silently=True,
-                )
-                return HttpResponseRedirect(_after_connect(next_url))
+            password = Secret(form.cleaned_data.pop("password"))
+            done, http_status = _try_connect(
+                request,
+                form,
+                lambda: get_manager().login(
+                    user_key(request.user), username=username, password=password
+                ),
+                rejected=_("Watcher did not accept this username and password."),
+                username=username,
+                next_url=next_url,
+            )
+            if done is not None:
+                return done
     else:
         next_url = safe_next(request, request.GET.get("next"))
         form = ConnectForm(initial={"next": next_url or ""})
@@ -113,33 +136,28 @@ def connect_v2(request: HttpRequest) -> HttpResponse:
             username = data["username"]
             manager = get_manager()
             key = user_key(request.user)
-            try:
-                if data["mode"] == ConnectV2Form.MODE_API_KEY:
-                    manager.v2_connect_user_key(key, username=username, api_key=data.pop("api_key"))
-                else:
-                    manager.v2_login(key, username=username, password=data.pop("password"))
-            except InvalidCredentials:
-                text = (
-                    _("Watcher did not accept this API key for this username.")
-                    if data["mode"] == ConnectV2Form.MODE_API_KEY
-                    else _("Watcher did not accept this username and password.")
-                )
-                form.add_error(None, text)
-            except WatcherUnavailable:
-                form.add_error(
-                    None, _("Watcher cannot be reached right now. Try again in a minute.")
-                )
-                http_status = 503
-            except WatcherProtocolError:
-                form.add_error(None, _("Watcher answered in a way this site does not understand."))
-                http_status = 502
-            else:
-                messages.success(
+            if data["mode"] == ConnectV2Form.MODE_API_KEY:
+                api_key = Secret(data.pop("api_key"))
+                done, http_status = _try_connect(
                     request,
-                    _("Your Watcher account %(username)s is connected.") % {"username": username},
-                    fail_silently=True,
+                    form,
+                    lambda: manager.v2_connect_user_key(key, username=username, api_key=api_key),
+                    rejected=_("Watcher did not accept this API key for this username."),
+                    username=username,
+                    next_url=next_url,
                 )
-                return HttpResponseRedirect(_after_connect(next_url))
+            else:
+                password = Secret(data.pop("password"))
+                done, http_status = _try_connect(
+                    request,
+                    form,
+                    lambda: manager.v2_login(key, username=username, password=password),
+                    rejected=_("Watcher did not accept this username and password."),
+                    username=username,
+                    next_url=next_url,
+                )
+            if done is not None:
+                return done
     else:
         next_url = safe_next(request, request.GET.get("next"))
         mode = request.GET.get("mode")
