@@ -8,6 +8,9 @@ from urllib.parse import urlsplit
 # The same servers as watcher_auth.testing.services, which decides whether tests skip.
 _POSTGRES = urlsplit(os.environ.get("WATCHER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1"))
 _REDIS = os.environ.get("WATCHER_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
+# One name per test run (inherited by the worker processes tests start), so two runs on one
+# machine never share a PostgreSQL test database or Redis keys.
+RUN_ID = os.environ.setdefault("WATCHER_TEST_RUN_ID", f"{os.getpid()}")
 
 SECRET_KEY = "django-watcher-auth-tests-only"
 DEBUG = False
@@ -60,7 +63,7 @@ DATABASES = {
         "USER": _POSTGRES.username or "postgres",
         "PASSWORD": _POSTGRES.password or "",
         "NAME": "watcher_auth",
-        "TEST": {"NAME": "test_watcher_auth_django", "DEPENDENCIES": []},
+        "TEST": {"NAME": f"test_watcher_auth_django_{RUN_ID}", "DEPENDENCIES": []},
     },
 }
 
@@ -69,6 +72,7 @@ CACHES = {
     "redis": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": f"{_REDIS}/14",
+        "KEY_PREFIX": f"run{RUN_ID}",
     },
 }
 

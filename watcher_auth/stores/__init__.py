@@ -10,12 +10,15 @@ from watcher_auth.stores._registry import (
     resolve_store,
     store_names,
 )
-from watcher_auth.stores.base import TokenStore
+from watcher_auth.stores.base import AsyncTokenStore, ChangeListener, StoreWatch, TokenStore
 from watcher_auth.stores.memory import MemoryStore
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "AsyncTokenStore",
+    "ChangeListener",
     "MemoryStore",
+    "StoreWatch",
     "TokenStore",
     "import_string",
     "resolve_store",
