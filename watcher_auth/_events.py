@@ -17,9 +17,21 @@ class EventType(str, enum.Enum):
     """What happened to a user key's Watcher credentials."""
 
     CONNECTED = "connected"
+    """A password login stored a new record (``duration``: the login's seconds)."""
     REFRESHED = "refreshed"
+    """A refresh stored a new pair (``duration``: the refresh request's seconds)."""
+    REFRESH_REJECTED = "refresh_rejected"
+    """Watcher definitely refused a refresh token (or a v2 session turned out dead)."""
     REAUTHENTICATION_REQUIRED = "reauthentication_required"
+    """The record was deleted: the person has to connect again."""
     DISCONNECTED = "disconnected"
+    """The record was deleted on request."""
+    UNAUTHORIZED_RETRY = "unauthorized_retry"
+    """Watcher answered 401 (v3) or 403 (v2) to a call; the call is retried once."""
+    LOCK_WAITED = "lock_waited"
+    """The key's refresh lock was taken (``duration``: seconds spent waiting for it)."""
+    STORE_ERROR = "store_error"
+    """The token store failed (``error``: the exception's type name)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +44,8 @@ class WatcherEvent:
         server: the Watcher base URL.
         api: ``"v3"`` or ``"v2"``.
         username: the Watcher username, when known.
+        duration: seconds the step took, for the types that say so.
+        error: the exception type's name, for ``STORE_ERROR``.
     """
 
     type: EventType
@@ -39,6 +53,8 @@ class WatcherEvent:
     server: str
     api: str = "v3"
     username: str | None = None
+    duration: float | None = None
+    error: str | None = None
 
 
 Listener = Callable[[WatcherEvent], object]

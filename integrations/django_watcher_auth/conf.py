@@ -391,8 +391,8 @@ def _send_signal(event: WatcherEvent) -> None:
         EventType.REFRESHED: signals.watcher_tokens_refreshed,
         EventType.REAUTHENTICATION_REQUIRED: signals.watcher_reauthentication_required,
         EventType.DISCONNECTED: signals.watcher_disconnected,
-    }[event.type]
-    if not signal.has_listeners(TokenManager):
+    }.get(event.type)
+    if signal is None or not signal.has_listeners(TokenManager):
         return  # nobody listens: spare the user lookup
     signal.send(
         sender=TokenManager,

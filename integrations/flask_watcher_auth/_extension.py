@@ -252,7 +252,10 @@ class WatcherState:
         return settings.service_username, settings.service_password or ""
 
     def _send_signal(self, event: WatcherEvent) -> None:
-        SIGNALS[event.type].send(
+        signal = SIGNALS.get(event.type)
+        if signal is None:
+            return  # an operational event (lock waits, retries...) with no signal of its own
+        signal.send(
             self.app,
             user_key=event.key,
             username=event.username,
