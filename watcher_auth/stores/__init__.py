@@ -1,9 +1,10 @@
-"""Token stores: the contract and the process-local memory store.
+"""Token stores: the contracts, the process-local memory stores, and the async adapter.
 
 Stores that need optional packages live in their own modules (``watcher_auth.stores.redis``,
 ``watcher_auth.stores.sqlalchemy``) so importing this package never imports them.
 """
 
+from watcher_auth.stores._adapter import AsyncStoreAdapter
 from watcher_auth.stores._registry import (
     ENTRY_POINT_GROUP,
     import_string,
@@ -11,10 +12,12 @@ from watcher_auth.stores._registry import (
     store_names,
 )
 from watcher_auth.stores.base import AsyncTokenStore, ChangeListener, StoreWatch, TokenStore
-from watcher_auth.stores.memory import MemoryStore
+from watcher_auth.stores.memory import AsyncMemoryStore, MemoryStore
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "AsyncMemoryStore",
+    "AsyncStoreAdapter",
     "AsyncTokenStore",
     "ChangeListener",
     "MemoryStore",
