@@ -393,7 +393,7 @@ class AsyncTokenStoreContract:
         key: StoreKey,
         arun: RunCoroutine[Any],
     ) -> None:
-        async def scenario() -> tuple[float, int]:
+        async def longest_stall() -> float:
             async with store.lock(key, timeout=5):
                 stop = asyncio.Event()
                 gaps: list[float] = []
@@ -413,8 +413,14 @@ class AsyncTokenStoreContract:
                         pass
                 stop.set()
                 await ticking
-            return max(gaps), len(gaps)
+            assert len(gaps) > 50
+            return max(gaps)
 
-        longest, ticks = arun(scenario())
-        assert ticks > 50
-        assert longest < self.max_loop_stall
+        # A wait that blocks the loop stalls it for the whole second, every time; a machine
+        # busy with other work may stall it briefly now and then, so the best of three counts.
+        stalls = []
+        for _ in range(3):
+            stalls.append(arun(longest_stall()))
+            if stalls[-1] < self.max_loop_stall:
+                break
+        assert min(stalls) < self.max_loop_stall, stalls
