@@ -100,3 +100,15 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     server.start()
     yield server
     server.stop()
+
+
+POSTGRES_DATABASE = "watcher_auth_stores_test"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A psycopg URL of this folder's own database."""
+    from watcher_auth.testing.services import create_postgres_database
+
+    url = create_postgres_database(POSTGRES_DATABASE)
+    return url.replace("postgresql://", "postgresql+psycopg://", 1)
