@@ -11,6 +11,8 @@ from watcher_auth.stores._registry import (
     resolve_store,
     store_names,
 )
+from watcher_auth.stores._waiting import Backoff
+from watcher_auth.stores._watch import after_fork_in_child, keep_from_finalizing
 from watcher_auth.stores.base import AsyncTokenStore, ChangeListener, StoreWatch, TokenStore
 from watcher_auth.stores.memory import AsyncMemoryStore, MemoryStore
 
@@ -19,11 +21,14 @@ __all__ = [
     "AsyncMemoryStore",
     "AsyncStoreAdapter",
     "AsyncTokenStore",
+    "Backoff",
     "ChangeListener",
     "MemoryStore",
     "StoreWatch",
     "TokenStore",
+    "after_fork_in_child",
     "import_string",
+    "keep_from_finalizing",
     "resolve_store",
     "store_names",
 ]

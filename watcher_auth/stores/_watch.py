@@ -37,16 +37,29 @@ RECEIVE_SLICE = 0.5  # how often a quiet listener looks whether it was closed
 _INHERITED: list[object] = []
 
 
+_FORK_HOOKS: weakref.WeakKeyDictionary[Any, list[Callable[[Any], None]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def after_fork_in_child(owner: object, hook: Callable[[Any], None]) -> None:
-    """Run ``hook(owner)`` in every child forked while ``owner`` lives (held weakly)."""
-    ref = weakref.ref(owner)
+    """Run ``hook(owner)`` in every child forked while ``owner`` lives (held weakly).
 
-    def run() -> None:
-        alive = ref()
-        if alive is not None:
-            hook(alive)
+    Stores use it to drop pools and watches whose sockets belong to the parent.
+    """
+    _FORK_HOOKS.setdefault(owner, []).append(hook)
 
-    os.register_at_fork(after_in_child=run)
+
+def _run_fork_hooks() -> None:
+    for owner, hooks in list(_FORK_HOOKS.items()):
+        for hook in hooks:
+            try:
+                hook(owner)
+            except Exception:
+                logger.exception("resetting %r after fork failed", owner)
+
+
+os.register_at_fork(after_in_child=_run_fork_hooks)
 
 
 def keep_from_finalizing(*objects: object) -> None:

@@ -417,9 +417,9 @@ class AsyncTokenStoreContract:
             return max(gaps)
 
         # A wait that blocks the loop stalls it for the whole second, every time; a machine
-        # busy with other work may stall it briefly now and then, so the best of three counts.
+        # busy with other work may stall it briefly now and then, so the best of five counts.
         stalls = []
-        for _ in range(3):
+        for _ in range(5):
             stalls.append(arun(longest_stall()))
             if stalls[-1] < self.max_loop_stall:
                 break
