@@ -8,8 +8,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from watcher_auth import MemoryStore, StoreKey
-from watcher_auth.stores import AsyncMemoryStore, AsyncStoreAdapter
+from watcher_auth import ConfigurationError, MemoryStore, StoreKey
+from watcher_auth.stores import (
+    AsyncMemoryStore,
+    AsyncStoreAdapter,
+    async_store_names,
+    resolve_async_store,
+)
 from watcher_auth.testing.contract import AsyncTokenStoreContract, RunCoroutine, sample_pair
 
 
@@ -57,3 +62,14 @@ def test_the_adapter_passes_on_what_the_sync_store_says_of_itself() -> None:
     assert adapter.shared is False
     assert adapter.staleness_bound == MemoryStore.staleness_bound
     assert asyncio.run(adapter.watch(lambda key: None)) is None
+
+
+def test_async_stores_are_found_by_short_name_and_sync_ones_are_adapted() -> None:
+    assert isinstance(resolve_async_store("memory", maxsize=5), AsyncMemoryStore)
+    assert "redis" in async_store_names() and "sqlalchemy" in async_store_names()
+    adapted = resolve_async_store("watcher_auth.stores.memory:MemoryStore")
+    assert isinstance(adapted, AsyncStoreAdapter) and isinstance(adapted.store, MemoryStore)
+    sync = MemoryStore()
+    assert resolve_async_store(sync).store is sync  # type: ignore[attr-defined]
+    with pytest.raises(ConfigurationError, match="unknown token store 'nope'"):
+        resolve_async_store("nope")

@@ -6,8 +6,11 @@ Stores that need optional packages live in their own modules (``watcher_auth.sto
 
 from watcher_auth.stores._adapter import AsyncStoreAdapter
 from watcher_auth.stores._registry import (
+    ASYNC_ENTRY_POINT_GROUP,
     ENTRY_POINT_GROUP,
+    async_store_names,
     import_string,
+    resolve_async_store,
     resolve_store,
     store_names,
 )
@@ -17,6 +20,7 @@ from watcher_auth.stores.base import AsyncTokenStore, ChangeListener, StoreWatch
 from watcher_auth.stores.memory import AsyncMemoryStore, MemoryStore
 
 __all__ = [
+    "ASYNC_ENTRY_POINT_GROUP",
     "ENTRY_POINT_GROUP",
     "AsyncMemoryStore",
     "AsyncStoreAdapter",
@@ -27,8 +31,10 @@ __all__ = [
     "StoreWatch",
     "TokenStore",
     "after_fork_in_child",
+    "async_store_names",
     "import_string",
     "keep_from_finalizing",
+    "resolve_async_store",
     "resolve_store",
     "store_names",
 ]
