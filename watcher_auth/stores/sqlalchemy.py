@@ -438,8 +438,9 @@ class SQLAlchemyStore(TokenStore):
         # A connection of the engine's own settings (connect_args, events), taken out of
         # its pool for good: LISTEN needs it for the watch's whole life.
         proxied = self.engine.raw_connection()
+        driver_connection = proxied.driver_connection
         proxied.detach()
-        return proxied.driver_connection
+        return driver_connection
 
     def _held_connections(self) -> dict[StoreKey, Connection]:
         held: dict[StoreKey, Connection] | None = getattr(self._held, "connections", None)
@@ -675,8 +676,9 @@ class AsyncSQLAlchemyStore(AsyncTokenStore):
 
     async def _listen_connection(self) -> Any:
         proxied = await self.engine.raw_connection()
+        driver_connection = proxied.driver_connection
         proxied.detach()
-        return proxied.driver_connection
+        return driver_connection
 
     async def _ensure_table(self) -> None:
         if not self._table_ready:
