@@ -50,7 +50,8 @@ def postgres_table(postgres_url: str) -> Iterator[str]:
 def backend(request: pytest.FixtureRequest) -> tuple[str, str, str]:
     """(kind, URL, prefix or table) of a shared backend with a change channel."""
     if request.param == "redis":
-        return ("redis", request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix"))
+        url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
+        return ("redis", url, prefix)
     return (
         "postgres",
         request.getfixturevalue("postgres_url"),
