@@ -108,3 +108,36 @@ def read_many(store: Any, keys: list[str], rounds: int, result: Any) -> None:
             if pair is None or pair.username != text.rsplit("|", 1)[1]:
                 crossed += 1
     result.put((os.getpid(), crossed, errors))
+
+
+def read_many_async(store: Any, keys: list[str], rounds: int, result: Any) -> None:
+    """:func:`read_many` for an async store, on the child's own event loop."""
+
+    async def run() -> tuple[int, int]:
+        crossed = errors = 0
+        for _ in range(rounds):
+            for text in keys:
+                try:
+                    pair = await store.load(StoreKey.parse(text))
+                except Exception:
+                    errors += 1
+                    continue
+                if pair is None or pair.username != text.rsplit("|", 1)[1]:
+                    crossed += 1
+        return crossed, errors
+
+    crossed, errors = asyncio.run(run())
+    result.put((os.getpid(), crossed, errors))
+
+
+def watch_in_child(store: Any, inherited: Any, ready: Any, result: Any) -> None:
+    """In a forked child: report the inherited watch's health, then a change seen by a new one."""
+    import queue
+
+    seen: queue.Queue[object] = queue.Queue()
+    own = store.watch(seen.put)
+    result.put(("inherited healthy", inherited.healthy))
+    result.put(("own healthy", own.healthy))
+    ready.set()
+    result.put(("seen", str(seen.get(timeout=10))))
+    own.close()
