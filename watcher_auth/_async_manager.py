@@ -19,11 +19,11 @@ import httpx
 from watcher_auth._base import CredentialsProvider, ManagerBase
 from watcher_auth._calls import BearerScheme
 from watcher_auth._drivers import DEFAULT_MAX_RESPONSE_BYTES, AsyncSteps, Timeout
-from watcher_auth._exceptions import ConfigurationError, WatcherProtocolError
+from watcher_auth._exceptions import WatcherProtocolError
 from watcher_auth._httpx import AsyncWatcherClient, FlowHttpxAuth
 from watcher_auth._lifecycle import Margin
 from watcher_auth._tokens import Secret, TokenPair
-from watcher_auth.stores import AsyncTokenStore, TokenStore, resolve_store
+from watcher_auth.stores import AsyncMemoryStore, AsyncTokenStore, TokenStore, resolve_async_store
 from watcher_auth.v2._auth import SystemApiKeyAuth
 from watcher_auth.v2._lifecycle import V2Scheme
 from watcher_auth.v2._policy import check_secret
@@ -46,18 +46,9 @@ class _SharedTransport(httpx.AsyncBaseTransport):
 
 
 def _as_async_store(store: AsyncTokenStore | TokenStore | str | None) -> AsyncTokenStore:
-    from watcher_auth import stores
-
-    if store is None:
-        return stores.AsyncMemoryStore()
-    if isinstance(store, str):
-        store = resolve_store(store)
-    if isinstance(store, AsyncTokenStore):
-        return store
-    if isinstance(store, TokenStore):
-        # A blocking store runs off the event loop, its lock held on one thread.
-        return stores.AsyncStoreAdapter(store)
-    raise ConfigurationError(f"not a token store: {type(store).__name__}")
+    # A blocking store (or a name that leads to one) runs off the event loop, its lock held
+    # on one thread; see AsyncStoreAdapter.
+    return AsyncMemoryStore() if store is None else resolve_async_store(store)
 
 
 class AsyncTokenManager(ManagerBase):
