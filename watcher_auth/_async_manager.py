@@ -148,7 +148,7 @@ class AsyncTokenManager(ManagerBase):
         if not self._watching:
             self._watching = True
             if self._cache is not None:
-                self._cache.watch = await self.store.watch(self._cache.forget)
+                self._cache.watch = await self.store.watch(self._cache.on_change)
         return await self.steps.run(flow)
 
     async def aclose(self) -> None:

@@ -53,6 +53,8 @@ logger = logging.getLogger("watcher_auth")
 T = TypeVar("T")
 
 Margin = Callable[[float | None], float]
+# Seconds to wait for the channel's echo of this process's own write before giving up on it.
+_ECHO_WAIT = 5.0
 
 
 class ServerClock:
@@ -112,6 +114,7 @@ class LocalCache:
         self.staleness_bound = staleness_bound
         self.epoch = 0
         self.watch: StoreWatch | None = None
+        self._echoes: dict[StoreKey, list[float]] = {}
 
     def get(self, key: StoreKey) -> TokenPair | None:
         entry = self._data.get(key)
@@ -135,18 +138,44 @@ class LocalCache:
                 self._data[key] = (pair, until, self._clock())
 
     def forget(self, key: StoreKey | None) -> None:
-        """Drop ``key``'s copy (every copy for ``None``); the store's channel calls this."""
+        """Drop ``key``'s copy (every copy for ``None``)."""
         with self._lock:
             self.epoch += 1
             if key is None:
                 self._data.clear()
+                self._echoes.clear()
             else:
                 self._data.pop(key, None)
+
+    def wrote(self, key: StoreKey) -> None:
+        """This process is about to change ``key``'s record: the channel's notice of that
+        change is its own echo, and must not empty the copy it is keeping."""
+        with self._lock:
+            self._echoes.setdefault(key, []).append(self._clock())
+
+    def on_change(self, key: StoreKey | None) -> None:
+        """The store's channel: another process (or this one) changed ``key``'s record."""
+        if key is not None:
+            with self._lock:
+                echoes = self._echoes.get(key)
+                now = self._clock()
+                while echoes and now - echoes[0] > _ECHO_WAIT:
+                    echoes.pop(0)  # a notice that never came: the channel lost it
+                if echoes:
+                    # The oldest pending write of ours: whatever was written before it,
+                    # what this process keeps is newer.
+                    echoes.pop(0)
+                    if not echoes:
+                        del self._echoes[key]
+                    return
+                self._echoes.pop(key, None)
+        self.forget(key)
 
     def reset(self) -> None:
         """Forget everything, including the channel (in a child after ``fork()``)."""
         self._lock = threading.Lock()
         self._data.clear()
+        self._echoes = {}
         self.epoch += 1
         self.watch = None
 
@@ -240,6 +269,18 @@ class Lifecycle:
         if self.cache is not None:
             self.cache.forget(skey)
 
+    def save(self, skey: StoreKey, pair: TokenPair) -> Flow[None]:
+        """Store ``pair`` and keep it as this process's copy."""
+        if self.cache is not None:
+            self.cache.wrote(skey)
+        yield Save(skey, pair)
+        self.remember(skey, pair)
+
+    def delete(self, skey: StoreKey) -> Flow[None]:
+        """Delete ``skey``'s record and this process's copy."""
+        yield Delete(skey)
+        self.forget(skey)
+
     def emit(
         self,
         event_type: EventType,
@@ -313,6 +354,14 @@ class Lifecycle:
                 cached = self.cached(skey)
                 if cached is not None:
                     return cached
+                if seen is not None:
+                    # Or another process did, and its change notice emptied the cache: the
+                    # store has the new pair, and a read is cheaper than the store's lock.
+                    epoch = self.epoch()
+                    latest: TokenPair | None = yield Load(skey)
+                    if latest is not None and not _same(latest, seen) and not self.is_stale(latest):
+                        self.remember(skey, latest, epoch)
+                        return latest
             shared = yield Lock(skey, shared=True)
             try:
                 if local.waited + shared.waited >= 0.001:
@@ -326,8 +375,7 @@ class Lifecycle:
                     self.remember(skey, current)
                     return current
                 pair = yield from self._renew(skey, current, events)
-                yield Save(skey, pair)
-                self.remember(skey, pair)
+                yield from self.save(skey, pair)
                 return pair
             finally:
                 yield Unlock(shared)
@@ -345,11 +393,7 @@ class Lifecycle:
         skey = self.store_key(key)
         pair = yield from self._password_login(username, password)
 
-        def save() -> Flow[None]:
-            yield Save(skey, pair)
-            self.remember(skey, pair)
-
-        yield from self.exclusive(skey, save)
+        yield from self.exclusive(skey, lambda: self.save(skey, pair))
         logger.info("Watcher account %r connected for key %r", username, key)
         self.emit(EventType.CONNECTED, skey, pair.username)
         return pair
@@ -359,8 +403,7 @@ class Lifecycle:
 
         def delete() -> Flow[TokenPair | None]:
             existing: TokenPair | None = yield Load(skey)
-            yield Delete(skey)
-            self.forget(skey)
+            yield from self.delete(skey)
             return existing
 
         existing = yield from self.exclusive(skey, delete)
@@ -405,8 +448,7 @@ class Lifecycle:
             return pair
         if current is None:
             raise NotConnected(skey.user)
-        yield Delete(skey)
-        self.forget(skey)
+        yield from self.delete(skey)
         events.append((EventType.REAUTHENTICATION_REQUIRED, current.username, None))
         if skey in self._unanswered:
             self._unanswered.discard(skey)

@@ -136,7 +136,7 @@ class TokenManager(ManagerBase):
         # use (and again in a child after fork), not at import time.
         self._watching = True
         if self._cache is not None:
-            self._cache.watch = self.store.watch(self._cache.forget)
+            self._cache.watch = self.store.watch(self._cache.on_change)
 
     def _run(self, flow: Any) -> Any:
         if not self._watching:

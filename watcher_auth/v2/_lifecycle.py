@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from watcher_auth._calls import CallScheme
-from watcher_auth._effects import Answer, Delete, Flow, HttpRequest, Load, Save, Send
+from watcher_auth._effects import Answer, Flow, HttpRequest, Load, Send
 from watcher_auth._events import EventType
 from watcher_auth._exceptions import (
     InvalidCredentials,
@@ -61,8 +61,7 @@ class V2Lifecycle:
 
         def login_and_save() -> Flow[TokenPair]:
             pair = yield from self._password_login(username, password)
-            yield Save(skey, pair)
-            self.lifecycle.remember(skey, pair)
+            yield from self.lifecycle.save(skey, pair)
             return pair
 
         pair = yield from self.lifecycle.exclusive(skey, login_and_save)
@@ -86,11 +85,7 @@ class V2Lifecycle:
             raise InvalidCredentials(f"Watcher rejected the API key of Watcher user {username!r}")
         pair = user_key_pair(username, api_key, received_at=response.received_at)
 
-        def save() -> Flow[None]:
-            yield Save(skey, pair)
-            self.lifecycle.remember(skey, pair)
-
-        yield from self.lifecycle.exclusive(skey, save)
+        yield from self.lifecycle.exclusive(skey, lambda: self.lifecycle.save(skey, pair))
         logger.info("Watcher API v2 user key of %r connected for key %r", username, key)
         self.lifecycle.emit(EventType.CONNECTED, skey, username)
         return pair
@@ -148,8 +143,7 @@ class V2Lifecycle:
                     skey.user,
                 )
                 # Definitely dead: gone even if the new login below fails.
-                yield Delete(skey)
-                lifecycle.forget(skey)
+                yield from lifecycle.delete(skey)
                 events.append((EventType.REFRESH_REJECTED, current.username))
             # A password login replaces a session, never a user key (the person chose that).
             basis = current or sent
@@ -160,8 +154,7 @@ class V2Lifecycle:
                 username, password = provided
                 del provided
                 pair = yield from self._password_login(username, password)
-                yield Save(skey, pair)
-                lifecycle.remember(skey, pair)
+                yield from lifecycle.save(skey, pair)
                 logger.info(
                     "Watcher API v2 account %r logged in by the credentials provider for key %r",
                     username,
