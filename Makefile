@@ -1,4 +1,5 @@
-# `make demo` runs the Django example portal on SQLite against the Watcher emulator.
+# `make demo` runs the Django example portal on SQLite against the Watcher emulator;
+# ARGS go to the launcher: `make demo ARGS="--port 9000"` (`--help` lists them).
 # `make test` runs lint, types, the whole test suite on this Python, and the Django suite on the
 # matrix's corners (what CI runs). `make matrix` runs every supported Python x Django pair.
 PYTHON ?= python3
@@ -28,10 +29,10 @@ matrix: $(STAMP)
 	$(BIN)/nox -s tests
 
 demo: $(STAMP)
-	$(BIN)/python example_projects/run_demo.py django
+	$(BIN)/python example_projects/run_demo.py django $(ARGS)
 
 demo-flask: $(STAMP)
-	$(BIN)/python example_projects/run_demo.py flask
+	$(BIN)/python example_projects/run_demo.py flask $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
