@@ -15,8 +15,10 @@ half-tested matrix never passes as a whole one.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+import tomllib
 
 import nox
 
@@ -31,6 +33,20 @@ PYTHONS = ("3.11", "3.12", "3.13")
 DJANGOS = ("5.2", "6.0", "6.1")
 SUITES = ("tests/django", "tests/core", "tests/v2")
 CORNERS = {("3.11", "5.2"), ("3.13", "6.1")}
+# What these suites need from the test extra; linters, stubs and the browser stay out of the
+# cells, which keeps a fresh cell's install short.
+RUNNERS = ("pytest", "pytest-django", "hypothesis")
+
+
+def _test_requirements() -> list[str]:
+    """The test extra's requirements for ``RUNNERS``, with their version bounds."""
+    with open("pyproject.toml", "rb") as file:
+        extra = tomllib.load(file)["project"]["optional-dependencies"]["test"]
+    return [
+        requirement
+        for requirement in extra
+        if re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower() in RUNNERS
+    ]
 
 
 def _version_key(name: str) -> tuple[int, ...]:
@@ -93,7 +109,7 @@ def tests(session: nox.Session, version: str, django: str) -> None:
         if os.environ.get("CI"):
             session.error(f"{reason}; CI is set, so a matrix cell never skips")
         session.skip(reason)
-    session.install("-e", ".[all,test]", f"Django=={django}.*")
+    session.install("-e", ".[all]", *_test_requirements(), f"Django=={django}.*")
     session.run(
         "python",
         "-c",

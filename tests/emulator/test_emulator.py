@@ -327,7 +327,7 @@ def test_profile_users_organizations_and_folders(emu: WatcherEmulator) -> None:
 
     assert profile["name"] == "alice"
     assert profile["is_admin"] is False
-    assert {"fullname", "email", "max_sessions", "is_domain_admin", "locale"} <= profile.keys()
+    assert {"fullname", "email", "is_domain_admin", "locale"} <= profile.keys()
     assert updated["fullname"] == "Alice A."
     assert len(organizations) == 1
     assert folders["folders"][0]["organization_id"] == organizations[0]["id"]

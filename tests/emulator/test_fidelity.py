@@ -244,9 +244,11 @@ def test_the_profile_carries_watchers_field_names_and_never_the_password(
         "is_admin",
         "is_domain_admin",
         "is_readonly",
-        "max_sessions",
         "created_at",
     }
+    emulator.configure(max_sessions=3)
+    limited = requests.get(emulator.v3_url + "/profile", headers=headers, timeout=5).json()
+    assert limited["max_sessions"] == 3
     # Unix milliseconds.
     assert 10**12 <= profile["created_at"] < 10**13
     assert "secret" not in str(profile)

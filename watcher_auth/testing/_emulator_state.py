@@ -777,10 +777,12 @@ class EmulatorState:
             "is_admin": user.is_admin,
             "is_domain_admin": False,
             "is_readonly": False,
-            "max_sessions": max_sessions,
             # Unix milliseconds, like every timestamp of the API.
             "created_at": int(user.created_at * 1000),
         }
+        # Watcher leaves an unset limit out rather than sending null.
+        if max_sessions is not None:
+            profile["max_sessions"] = max_sessions
         return profile
 
     # API v2.
