@@ -56,12 +56,17 @@ from watcher_auth._exceptions import (
 )
 
 __all__ = [
+    "PORTAL_KEY_PREFIX",
     "RETRY_AFTER_BUSY",
     "RETRY_AFTER_UNAVAILABLE",
+    "SERVICE_KEY_PREFIX",
     "ErrorAnswer",
     "FailureLog",
     "error_answer",
     "failure_cause",
+    "portal_id",
+    "portal_key",
+    "service_key",
 ]
 
 #: ``Retry-After`` seconds while Watcher or the token store is down.
@@ -340,3 +345,40 @@ class FailureLog:
         for identity, (when, _count) in list(self._seen.items()):
             if now - when >= self.interval:
                 del self._seen[identity]
+
+
+#: Store keys of service accounts start with this; :func:`portal_key` never makes one.
+SERVICE_KEY_PREFIX = "service:"
+#: Added in front of a portal id that would otherwise look reserved.
+PORTAL_KEY_PREFIX = "user:"
+# The service account's key in earlier versions of the Flask extension.
+_LEGACY_SERVICE_KEY = "watcher-service-account"
+
+
+def portal_key(portal_id: str) -> str:
+    """The store key of a portal user: their id, unless it could pass for a reserved key.
+
+    An id starting with ``"service:"`` or ``"user:"`` (or equal to the Flask extension's
+    old service key ``"watcher-service-account"``) becomes ``"user:" + id``; every other id
+    is its own key, so existing records stay where they are. No portal id maps to a
+    :func:`service_key`, and no two ids map to the same key.
+    """
+    if (
+        portal_id.startswith((SERVICE_KEY_PREFIX, PORTAL_KEY_PREFIX))
+        or portal_id == _LEGACY_SERVICE_KEY
+    ):
+        return PORTAL_KEY_PREFIX + portal_id
+    return portal_id
+
+
+def portal_id(key: str) -> str | None:
+    """The portal id whose :func:`portal_key` is ``key``; ``None`` for any other key."""
+    if key.startswith(SERVICE_KEY_PREFIX):
+        return None
+    candidate = key.removeprefix(PORTAL_KEY_PREFIX)
+    return candidate if portal_key(candidate) == key else None
+
+
+def service_key(username: str) -> str:
+    """The store key of the service account ``username`` (never a portal user's key)."""
+    return SERVICE_KEY_PREFIX + username

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.db import transaction
+
 from django_watcher_auth._time import as_datetime
 from django_watcher_auth.conf import get_manager, service_account, user_key
 from django_watcher_auth.models import WatcherAccount
 from django_watcher_auth.stores import DjangoModelStore
-from watcher_auth import TokenDecryptionError, TokenManager
+from watcher_auth import TokenDecryptionError, TokenManager, WatcherAuthError
 
 logger = logging.getLogger("django_watcher_auth")
 
@@ -21,6 +23,7 @@ __all__ = [
     "account_status",
     "disconnect",
     "disconnect_key",
+    "forget_deleted_user",
     "forget_record",
     "key_status",
 ]
@@ -239,3 +242,26 @@ def forget_record(manager: TokenManager, key: str, api: str) -> bool:
         manager.store.delete(manager.store_key(key, api=api))
         logger.info("unreadable Watcher %s record of user key %r deleted", api, key)
         return True
+
+
+def forget_deleted_user(sender: Any, instance: Any, using: str, **kwargs: Any) -> None:
+    """``post_delete`` receiver of the user model: forget the deleted user's Watcher records.
+
+    Runs when the deletion commits (a rolled-back deletion keeps them), for every store. A
+    store that fails then leaves the records, and a warning names the user key.
+    """
+    try:
+        key = user_key(instance)
+    except WatcherAuthError as exc:
+        logger.warning("the Watcher records of a deleted portal user were kept: %s", exc)
+        return
+
+    def forget() -> None:
+        try:
+            disconnect_key(key)
+        except WatcherAuthError as exc:
+            logger.warning(
+                "the Watcher records of deleted portal user key %r were kept: %s", key, exc
+            )
+
+    transaction.on_commit(forget, using=using)

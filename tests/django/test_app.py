@@ -359,7 +359,7 @@ def test_tokens_can_be_keyed_by_another_user_field(
     client = client_for(user)
     post_form(client, CONNECT, {"username": "alice", "password": "secret"})
     account = WatcherAccount.objects.get()
-    assert (account.user_key, account.user) == ("user:portal-ivy", user)
+    assert (account.user_key, account.user) == ("name:portal-ivy", user)
     assert client.get("/profile/").json()["name"] == "alice"
 
 

@@ -8,10 +8,10 @@ from django.contrib.auth import get_user_model
 
 
 def by_username(user: Any) -> str:
-    return f"user:{user.get_username()}"
+    return f"name:{user.get_username()}"
 
 
 def from_username(key: str) -> Any:
-    if not key.startswith("user:"):
+    if not key.startswith("name:"):
         return None
-    return get_user_model().objects.filter(username=key.removeprefix("user:")).first()
+    return get_user_model().objects.filter(username=key.removeprefix("name:")).first()
