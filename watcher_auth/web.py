@@ -36,24 +36,32 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import requests
 
-from watcher_auth._exceptions import (
+from watcher_auth import (
     ConfigurationError,
     InvalidCredentials,
     NotConnected,
     ReauthenticationRequired,
     StoreError,
+    StoreKey,
     StoreLockTimeout,
     TokenDecryptionError,
+    TokenStore,
     WatcherAPIError,
     WatcherAuthError,
     WatcherPermissionDenied,
     WatcherProtocolError,
     WatcherUnavailable,
 )
+
+if TYPE_CHECKING:
+    from watcher_auth import TokenManager
+
+_logger = logging.getLogger("watcher_auth")
 
 __all__ = [
     "PORTAL_KEY_PREFIX",
@@ -64,9 +72,11 @@ __all__ = [
     "FailureLog",
     "error_answer",
     "failure_cause",
+    "forget",
     "portal_id",
     "portal_key",
     "service_key",
+    "unreadable_keys",
 ]
 
 #: ``Retry-After`` seconds while Watcher or the token store is down.
@@ -382,3 +392,39 @@ def portal_id(key: str) -> str | None:
 def service_key(username: str) -> str:
     """The store key of the service account ``username`` (never a portal user's key)."""
     return SERVICE_KEY_PREFIX + username
+
+
+def forget(manager: TokenManager, key: str, api: str | None = None) -> bool:
+    """Forget ``key``'s records (``api`` ``"v3"``, ``"v2"``, or ``None`` for both).
+
+    A record that the current encryption keys cannot read is deleted as well: deleting
+    needs no decryption, and the person asked for it. Returns whether any record existed.
+    """
+    existed = False
+    for which in ("v3", "v2") if api is None else (api,):
+        try:
+            found = manager.v2_logout(key) if which == "v2" else manager.logout(key)
+        except TokenDecryptionError:
+            manager.store.delete(manager.store_key(key, api=which))
+            _logger.info("an unreadable Watcher %s record of user key %r was deleted", which, key)
+            found = True
+        existed = found or existed
+    return existed
+
+
+def unreadable_keys(manager: TokenManager) -> list[StoreKey] | None:
+    """The keys of ``manager``'s server whose records the current keys cannot decrypt.
+
+    ``None`` when the store cannot list its keys. Nothing is deleted.
+    """
+    store = manager.store
+    if type(store).iter_keys is TokenStore.iter_keys:
+        return None  # the base class lists nothing: this store cannot enumerate
+    keys = list(store.iter_keys(server=manager.server))
+    unreadable: list[StoreKey] = []
+    for skey in keys:
+        try:
+            store.load(skey)
+        except TokenDecryptionError:
+            unreadable.append(skey)
+    return unreadable

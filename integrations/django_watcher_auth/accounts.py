@@ -13,7 +13,7 @@ from django_watcher_auth._time import as_datetime
 from django_watcher_auth.conf import get_manager, service_account, user_key
 from django_watcher_auth.models import WatcherAccount
 from django_watcher_auth.stores import DjangoModelStore
-from watcher_auth import TokenDecryptionError, TokenManager, WatcherAuthError
+from watcher_auth import TokenDecryptionError, WatcherAuthError, web
 
 logger = logging.getLogger("django_watcher_auth")
 
@@ -24,7 +24,6 @@ __all__ = [
     "disconnect",
     "disconnect_key",
     "forget_deleted_user",
-    "forget_record",
     "key_status",
 ]
 
@@ -220,28 +219,14 @@ def disconnect_key(key: str, api: str | None = None) -> bool:
     manager = get_manager()
     had_tokens = False
     if api in (None, "v3"):
-        had_tokens = forget_record(manager, key, "v3") or had_tokens
+        had_tokens = web.forget(manager, key, "v3") or had_tokens
     if api in (None, "v2"):
-        had_tokens = forget_record(manager, key, "v2") or had_tokens
+        had_tokens = web.forget(manager, key, "v2") or had_tokens
     store = manager.store
     if isinstance(store, DjangoModelStore):
         for which in ("v3", "v2") if api is None else (api,):
             store.purge(manager.store_key(key, api=which))
     return had_tokens
-
-
-def forget_record(manager: TokenManager, key: str, api: str) -> bool:
-    """Log ``key`` out of ``api``, deleting even a record no current key can decrypt.
-
-    Returns whether a record existed.
-    """
-    try:
-        return manager.v2_logout(key) if api == "v2" else manager.logout(key)
-    except TokenDecryptionError:
-        # Deleting needs no decryption: the record goes, as the person asked.
-        manager.store.delete(manager.store_key(key, api=api))
-        logger.info("unreadable Watcher %s record of user key %r deleted", api, key)
-        return True
 
 
 def forget_deleted_user(sender: Any, instance: Any, using: str, **kwargs: Any) -> None:
