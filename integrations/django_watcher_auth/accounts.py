@@ -36,7 +36,7 @@ class V2Status:
         connected: a session or user key is stored.
         needs_relogin: Watcher no longer accepts the stored one, or the current encryption
             keys cannot read it; the user must connect again.
-        unreadable: the stored record cannot be decrypted with the current keys.
+        needs_reconnect: the stored record cannot be decrypted with the current keys.
         username: the Watcher username, when known.
         scheme: ``"session"`` (a password login) or ``"user-key"`` (an API key), when stored.
         connected_at: when the user connected it.
@@ -47,14 +47,14 @@ class V2Status:
     username: str | None = None
     scheme: str | None = None
     connected_at: datetime | None = None
-    unreadable: bool = False
+    needs_reconnect: bool = False
 
     def as_json(self) -> dict[str, Any]:
         """The status as JSON-ready data."""
         return {
             "connected": self.connected,
             "needs_relogin": self.needs_relogin,
-            "unreadable": self.unreadable,
+            "needs_reconnect": self.needs_reconnect,
             "username": self.username,
             "scheme": self.scheme,
             "connected_at": _iso(self.connected_at),
@@ -69,7 +69,7 @@ class AccountStatus:
         connected: tokens are stored.
         needs_relogin: Watcher rejected the stored tokens, or the current encryption keys
             cannot read them; the user must connect again.
-        unreadable: the stored tokens cannot be decrypted with the current keys (the key
+        needs_reconnect: the stored tokens cannot be decrypted with the current keys (the key
             was rotated away, or the record is damaged); connecting again replaces them.
         username: the Watcher username, when known.
         server: the Watcher server.
@@ -90,14 +90,14 @@ class AccountStatus:
     access_expires_at: datetime | None = None
     service_account: str | None = None
     v2: V2Status | None = None
-    unreadable: bool = False
+    needs_reconnect: bool = False
 
     def as_json(self) -> dict[str, Any]:
         """The status as JSON-ready data (with ``"v2"`` only when :attr:`v2` is set)."""
         data: dict[str, Any] = {
             "connected": self.connected,
             "needs_relogin": self.needs_relogin,
-            "unreadable": self.unreadable,
+            "needs_reconnect": self.needs_reconnect,
             "username": self.username,
             "server": self.server,
             "connected_at": _iso(self.connected_at),
@@ -130,7 +130,7 @@ def key_status(key: str) -> AccountStatus:
         return AccountStatus(
             connected=False,
             needs_relogin=True,
-            unreadable=True,
+            needs_reconnect=True,
             username=_stored_username(key, "v3"),
             server=manager.server,
             service_account=service[0] if service is not None else None,
@@ -164,7 +164,7 @@ def _v2_status(key: str) -> V2Status | None:
         return V2Status(
             connected=False,
             needs_relogin=True,
-            unreadable=True,
+            needs_reconnect=True,
             username=_stored_username(key, "v2"),
         )
     if pair is not None:

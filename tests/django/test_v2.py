@@ -299,7 +299,7 @@ def test_a_replaced_api_key_sends_the_user_back_to_connect(
     assert status["v2"] == {
         "connected": False,
         "needs_relogin": True,
-        "unreadable": False,
+        "needs_reconnect": False,
         "username": "bob",
         "scheme": None,
         "connected_at": None,
