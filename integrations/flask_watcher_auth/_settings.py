@@ -210,8 +210,10 @@ def load_settings(app: Flask) -> WatcherSettings:
 def _warn_unknown_keys(config: Mapping[str, Any]) -> None:
     """A ``WATCHER_*`` key the extension does not know is most likely a typo: say so."""
     for name in sorted(k for k in config if k.startswith("WATCHER_") and k not in CONFIG_DEFAULTS):
-        close = difflib.get_close_matches(name, list(CONFIG_DEFAULTS), n=1)
-        hint = f"; did you mean {close[0]}?" if close else ""
+        # Compared without the shared prefix, which would make every name look alike.
+        known = [k.removeprefix("WATCHER_") for k in CONFIG_DEFAULTS]
+        close = difflib.get_close_matches(name.removeprefix("WATCHER_"), known, n=1)
+        hint = f"; did you mean WATCHER_{close[0]}?" if close else ""
         logger.warning("unknown configuration key %s is ignored by WatcherAuth%s", name, hint)
 
 
