@@ -119,9 +119,10 @@ class WatcherAuth:
         app.extensions[EXTENSION_KEY] = WatcherState(self, app, settings, store)
 
         from flask_watcher_auth._cli import watcher_cli
-        from flask_watcher_auth._views import blueprint
+        from flask_watcher_auth._views import blueprint, refuse_framing
 
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix or None)
+        app.after_request(refuse_framing)
         app.register_error_handler(WatcherAuthError, _handle_watcher_error)
         app.register_error_handler(requests.RequestException, _handle_requests_error)
         app.teardown_appcontext(_close_request_session)

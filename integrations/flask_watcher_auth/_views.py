@@ -44,6 +44,7 @@ __all__ = [
     "MODE_PASSWORD",
     "blueprint",
     "forget",
+    "refuse_framing",
     "safe_next_url",
 ]
 
@@ -190,9 +191,15 @@ def status() -> ViewResult:
     )
 
 
-@blueprint.after_request
-def _refuse_framing(response: BaseResponse) -> BaseResponse:
-    """The blueprint's pages hold forms; no other site may frame them (clickjacking)."""
+def refuse_framing(response: BaseResponse) -> BaseResponse:
+    """No other site may frame the blueprint's pages, which hold forms (clickjacking).
+
+    Registered on the app by ``init_app``, before the portal's own ``after_request``
+    functions, so it runs after them: a policy the portal sets gets ``frame-ancestors``
+    added rather than replaced.
+    """
+    if request.blueprint != blueprint.name:
+        return response
     response.headers["X-Frame-Options"] = "DENY"
     policy = response.headers.get("Content-Security-Policy")
     if not policy:
