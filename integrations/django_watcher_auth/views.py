@@ -2,7 +2,8 @@
 
 Templates (override any of them in a project's own ``templates/`` folder):
 ``django_watcher_auth/base.html`` (which the others extend: make it extend the site's base),
-``connect.html``, ``connect_v2.html``, ``status.html`` and ``unavailable.html``.
+``connect.html``, ``connect_v2.html``, ``status.html``, ``unavailable.html`` (503 answers)
+and ``error.html`` (other failures).
 """
 
 from __future__ import annotations
