@@ -50,8 +50,9 @@ class Answer:
 
 @dataclass
 class Options:
-    """What a site is built with; ``store`` is ``"default"``, ``("redis", url)`` or
-    ``("lockable", prefix)`` (a shared Redis whose lock a test can hold)."""
+    """What a site is built with; ``store`` is ``"default"``, ``("redis", url, prefix)``,
+    ``("lockable", url, prefix)`` (a shared Redis whose lock a test can hold) or, for Flask,
+    ``("postgres", url, table, application_name)``."""
 
     keys: tuple[str, ...] = (KEY_ONE,)
     timeout: float = 0.5
@@ -122,6 +123,13 @@ class FlaskSite(Site):
         if kind == "default":
             config["WATCHER_STORE"] = "sqlalchemy"
             config["WATCHER_SQLALCHEMY_URL"] = f"sqlite:///{self.directory / 'tokens.sqlite3'}"
+        elif kind == "postgres":  # ("postgres", url, table, application_name)
+            config["WATCHER_STORE"] = "sqlalchemy"
+            config["WATCHER_SQLALCHEMY_URL"] = options.store[1]
+            config["WATCHER_STORE_OPTIONS"] = {
+                "table_name": options.store[2],
+                "engine_options": {"connect_args": {"application_name": options.store[3]}},
+            }
         else:  # "redis" (a private server) or "lockable" (the shared one, own prefix)
             url, prefix = options.store[1], options.store[2]
             config["WATCHER_STORE"] = "redis"

@@ -327,3 +327,69 @@ def test_a_refresh_lock_held_too_long_answers_503_busy(
     assert_answer(answer, row, site, as_json=as_json)
     assert site.emulator.stats.refreshes == 0
     assert site.get("/stream-list/").status == 200
+
+
+@pytest.fixture
+def own_database() -> Iterator[str]:
+    """A PostgreSQL database of the test's own (it gets closed to connections), dropped after."""
+    import os
+
+    import psycopg
+
+    from watcher_auth.testing.services import create_postgres_database, require_postgres
+
+    name = f"watcher_auth_web_outage_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    url = create_postgres_database(name)
+    yield url.replace("postgresql://", "postgresql+psycopg://", 1)
+    with psycopg.connect(require_postgres(), autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+def _postgres_admin(sql: str, *params: Any) -> None:
+    import psycopg
+
+    from watcher_auth.testing.services import require_postgres
+
+    with psycopg.connect(require_postgres(), autocommit=True) as admin:
+        admin.execute(sql, params or None)  # type: ignore[arg-type]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("as_json", [False, True], ids=["html", "json"])
+def test_a_postgres_store_whose_connections_are_killed_answers_503_then_recovers(
+    emulator: WatcherEmulator,
+    fake_clock: FakeClock,
+    tmp_path: Path,
+    own_database: str,
+    as_json: bool,
+) -> None:
+    database = own_database.rsplit("/", 1)[1]
+    application = f"watcher-web-{uuid.uuid4().hex[:8]}"
+    store = ("postgres", own_database, "tokens", application)
+    site = FlaskSite(emulator, fake_clock, Options(store=store), tmp_path)
+    try:
+        assert site.connect().status == 302
+        kill = (
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND application_name = %s"
+        )
+        # Killed once: the pool notices the dead connection and opens a new one.
+        _postgres_admin(kill, database, application)
+        assert site.get("/stream-list/").status == 200
+
+        _expired(site)
+        _postgres_admin(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        _postgres_admin(kill, database, application)
+        answer = site.get("/stream-list/", as_json=as_json)
+        row = Row("the database is closed", _expired, 503, "watcher_store_unavailable", 30)
+        assert_answer(answer, row, site, as_json=as_json)
+
+        _postgres_admin(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        assert site.get("/stream-list/").status == 200
+        assert emulator.stats.password_logins == 1
+    finally:
+        site.close()
