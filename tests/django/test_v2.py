@@ -593,3 +593,27 @@ def test_no_key_session_id_or_password_reaches_the_debug_log(
     secrets += [old_bob_key, *sessions]
     assert [s for s in secrets if s in caplog.text] == []
     assert [s for s in secrets if any(s in page for page in pages)] == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "code"),
+    [
+        ("500", "watcher_unavailable"),
+        ("502_html", "watcher_unavailable"),
+        ("non_json", "watcher_bad_answer"),
+        ("drop", "watcher_unavailable"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/v2/cameras/", "/v2/plain-cameras/", "/v2/whoami/"])
+def test_a_failing_v2_call_gets_a_deliberate_answer_from_every_entry_point(
+    v2_portal: Any, client: Client, post_form: Any, path: str, mode: str, code: str
+) -> None:
+    connect_password(post_form, client, "alice", "secret")
+    v2_portal.emulator.fail_next("v2_call", mode=mode)
+    page = client.get(path)
+    assert (page.status_code, page["Retry-After"]) == (503, "30")
+    assert f'data-error="{code}"'.encode() in page.content
+    v2_portal.emulator.fail_next("v2_call", mode=mode)
+    api = client.get(path, **JSON)
+    assert (api.status_code, api.json()["error"]) == (503, code)
+    assert client.get(path, **JSON).status_code == 200

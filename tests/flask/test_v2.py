@@ -509,3 +509,32 @@ def test_no_key_session_id_or_password_reaches_the_debug_log(
     secrets += sessions
     assert [s for s in secrets if s in text] == []
     assert [s for s in secrets if any(s in page for page in pages)] == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "code"),
+    [
+        ("500", "watcher_unavailable"),
+        ("502_html", "watcher_unavailable"),
+        ("non_json", "watcher_bad_answer"),
+        ("drop", "watcher_unavailable"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/v2/cameras", "/v2/plain-cameras"])
+def test_a_failing_v2_call_gets_a_deliberate_answer_with_and_without_the_decorator(
+    user: FlaskClient,
+    emulator: WatcherEmulator,
+    connect_v2: ConnectV2,
+    path: str,
+    mode: str,
+    code: str,
+) -> None:
+    connect_v2(user, "alice", "password", "secret")
+    emulator.fail_next("v2_call", mode=mode)
+    page = user.get(path)
+    assert (page.status_code, page.headers["Retry-After"]) == (503, "30")
+    assert f'data-error="{code}"' in page.get_data(as_text=True)
+    emulator.fail_next("v2_call", mode=mode)
+    api = user.get(path, headers=JSON)
+    assert (api.status_code, api.json["error"]) == (503, code)
+    assert user.get(path, headers=JSON).status_code == 200

@@ -7,6 +7,8 @@ Both have the same pages, so one test can run against either:
 - ``/watcher-api/<path>``: any Watcher API path through the JSON helper;
 - ``/profile/``: the profile through ``current_watcher`` / ``request.watcher``, without the
   decorator (the extension's error handlers or Django's middleware answer failures);
+- ``/profile-view/``: the same with the decorator (Django: a class-based view with
+  ``WatcherRequiredMixin``);
 - the library's status, connect and disconnect pages.
 
 Each site signs one portal user in. ``rebuild(**changes)`` starts the portal again with other
@@ -336,6 +338,11 @@ def build_flask_portal(**config: Any) -> Any:
 
     @app.get("/profile/")
     def profile() -> Any:
+        return current_watcher.json("profile")
+
+    @app.get("/profile-view/")  # Django's is a class-based view with WatcherRequiredMixin
+    @watcher_required
+    def profile_view() -> Any:
         return current_watcher.json("profile")
 
     return app

@@ -172,6 +172,13 @@ ROWS = [
         "watcher_unavailable",
         30,
     ),
+    Row(
+        "a class-based view's call answered with 500",
+        _call_fails("500", "/profile-view/"),
+        503,
+        "watcher_unavailable",
+        30,
+    ),
     Row("watcher is stopped", _watcher_stopped, 503, "watcher_unavailable", 30),
     Row(
         "watcher forbids the call", lambda s: "/watcher-api/users", 403, "watcher_permission_denied"
