@@ -437,6 +437,7 @@ def _current_system_session() -> WatcherV2Session:
 #: against the Watcher API): ``current_watcher.get("streams").json()``. Made on first use in
 #: each request and kept on ``g``. Raises :class:`~watcher_auth.NotConnected` for anonymous
 #: visitors; the extension's error handler turns that into a redirect to the connect page.
+#: Outside a request it raises a ``RuntimeError`` saying so.
 current_watcher: WatcherSession = cast(WatcherSession, LocalProxy(_current_session))
 
 #: The signed-in user's API v2 session (``/vsaas/api/v2``) with their stored API v2 session
@@ -456,8 +457,10 @@ current_watcher_system: WatcherV2Session = cast(
 def watcher_required(view: F) -> F:
     """Only run ``view`` for a user whose Watcher account is connected and usable.
 
-    Otherwise the visitor is sent to the connect page (a 401 JSON answer for JSON requests);
-    an unreachable Watcher answers 503. Tokens are refreshed first when they are due.
+    Otherwise the visitor is sent to the connect page (a 401 JSON answer for JSON requests).
+    Tokens are refreshed first when they are due. Failures, here or in the view, are
+    answered by the extension's error handlers (:func:`watcher_auth.web.error_answer`): a
+    503 with ``Retry-After`` while Watcher or the store is down, and so on.
     """
 
     @functools.wraps(view)
