@@ -70,6 +70,7 @@ __all__ = [
     "SERVICE_KEY_PREFIX",
     "ErrorAnswer",
     "FailureLog",
+    "LastAnswer",
     "error_answer",
     "failure_cause",
     "forget",
@@ -184,7 +185,13 @@ _MISCONFIGURED = ErrorAnswer(
 _OTHER = ErrorAnswer(502, "watcher_error", "Watcher could not complete this request.")
 
 
-def error_answer(exc: BaseException, *, watcher_origin: str | None = None) -> ErrorAnswer | None:
+def error_answer(
+    exc: BaseException,
+    *,
+    watcher_origin: str | None = None,
+    last_status: int | None = None,
+    last_was_json: bool = True,
+) -> ErrorAnswer | None:
     """The answer to ``exc``, or ``None`` when it is not a failure of watcher-auth.
 
     Args:
@@ -193,12 +200,43 @@ def error_answer(exc: BaseException, *, watcher_origin: str | None = None) -> Er
             error or timeout, and an ``HTTPError`` from ``raise_for_status()``, on a call to
             that origin are answered like the library's own errors. Without it they are not
             ours (``None``).
+        last_status: the status of the last answer Watcher gave while serving this request,
+            if any. A ``KeyError``, ``IndexError``, ``TypeError`` or ``ValueError`` (a
+            ``.json()`` that failed) raised after Watcher answered 5xx is answered as Watcher
+            being unavailable: it came from reading Watcher's error page as data.
+        last_was_json: whether that answer was JSON; after one that was not, a
+            ``ValueError`` (``response.json()`` failing) is Watcher's bad answer.
     """
     if isinstance(exc, WatcherAuthError):
         return _library_answer(exc)
     if watcher_origin is not None and isinstance(exc, requests.RequestException):
-        return _requests_answer(exc, watcher_origin)
+        answer = _requests_answer(exc, watcher_origin)
+        if answer is not None:
+            return answer
+    if last_status is not None and isinstance(exc, (LookupError, TypeError, ValueError)):
+        if last_status >= 500:
+            return replace(_UNAVAILABLE, upstream_status=last_status)
+        if not last_was_json and isinstance(exc, ValueError):
+            return replace(_BAD_ANSWER, upstream_status=last_status)
     return None
+
+
+class LastAnswer:
+    """A ``requests`` response hook that remembers Watcher's last answer on a session.
+
+    Web layers add one to the session they hand a view (``session.hooks["response"]``), then
+    pass :attr:`status` and :attr:`was_json` to :func:`error_answer`. It keeps no body.
+    """
+
+    __slots__ = ("status", "was_json")
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.was_json = True
+
+    def __call__(self, response: requests.Response, *args: object, **kwargs: object) -> None:
+        self.status = response.status_code
+        self.was_json = "json" in response.headers.get("Content-Type", "").lower()
 
 
 def _library_answer(exc: WatcherAuthError) -> ErrorAnswer:

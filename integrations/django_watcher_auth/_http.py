@@ -4,8 +4,10 @@ twins ``request.watcher_v2`` and ``request.watcher_system``) and error pages."""
 from __future__ import annotations
 
 import logging
+from typing import TypeVar
 from urllib.parse import urlencode
 
+import requests
 from django.apps import apps
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
@@ -33,7 +35,7 @@ from watcher_auth import (
     WatcherSession,
 )
 from watcher_auth.v2 import WatcherV2Session
-from watcher_auth.web import ErrorAnswer, FailureLog, error_answer
+from watcher_auth.web import ErrorAnswer, FailureLog, LastAnswer, error_answer
 
 __all__ = [
     "attach_watcher",
@@ -54,6 +56,7 @@ failures = FailureLog(logger)
 _KEY_ATTR = "_watcher_auth_key"
 _V2_KEY_ATTR = "_watcher_auth_v2_key"
 _V2_USED_ATTR = "_watcher_auth_v2_used"
+_LAST_ANSWER_ATTR = "_watcher_auth_last_answer"
 
 
 def watcher_key(request: HttpRequest) -> str:
@@ -106,11 +109,11 @@ def attach_watcher(request: HttpRequest) -> None:
     """
 
     def build() -> WatcherSession:
-        return get_manager().session(watcher_key(request))
+        return _watched(request, get_manager().session(watcher_key(request)))
 
     def build_v2() -> WatcherV2Session:
         setattr(request, _V2_USED_ATTR, True)
-        return get_manager().v2_session(watcher_v2_key(request))
+        return _watched(request, get_manager().v2_session(watcher_v2_key(request)))
 
     def build_system() -> WatcherV2Session:
         key = system_api_key()
@@ -119,7 +122,7 @@ def attach_watcher(request: HttpRequest) -> None:
                 "request.watcher_system needs Watcher's API v2 system key: set "
                 f"WATCHER_AUTH['SYSTEM_API_KEY'] or the environment variable {SYSTEM_API_KEY_ENV}"
             )
-        return get_manager().v2_system_session(key)
+        return _watched(request, get_manager().v2_system_session(key))
 
     request.watcher = SimpleLazyObject(build)  # type: ignore[attr-defined]
     request.watcher_v2 = SimpleLazyObject(build_v2)  # type: ignore[attr-defined]
@@ -169,7 +172,13 @@ def watcher_error_response(request: HttpRequest, exc: BaseException) -> HttpResp
     API v2 connect page. The rest answer an error page, or JSON ``{"error": code, ...}``,
     with ``Retry-After`` when trying again later can help.
     """
-    answer = error_answer(exc, watcher_origin=_watcher_origin())
+    last: LastAnswer | None = getattr(request, _LAST_ANSWER_ATTR, None)
+    answer = error_answer(
+        exc,
+        watcher_origin=_watcher_origin(),
+        last_status=last.status if last is not None else None,
+        last_was_json=last.was_json if last is not None else True,
+    )
     if answer is None:
         return None
     failures.log(exc, answer, where=request.path)
@@ -260,6 +269,19 @@ def _reconnect(request: HttpRequest, answer: ErrorAnswer, api: str = "v3") -> Ht
     if back:
         url = f"{url}{'&' if '?' in url else '?'}{urlencode({'next': back})}"
     return HttpResponseRedirect(url)
+
+
+SessionT = TypeVar("SessionT", bound=requests.Session)
+
+
+def _watched(request: HttpRequest, session: SessionT) -> SessionT:
+    """``session``, remembering Watcher's last answer on ``request`` (for error answers)."""
+    last = getattr(request, _LAST_ANSWER_ATTR, None)
+    if last is None:
+        last = LastAnswer()
+        setattr(request, _LAST_ANSWER_ATTR, last)
+    session.hooks["response"].append(last)
+    return session
 
 
 def _watcher_origin() -> str | None:

@@ -52,7 +52,14 @@ from watcher_auth import (
     web,
 )
 from watcher_auth.v2 import WatcherV2Session
-from watcher_auth.web import ErrorAnswer, FailureLog, error_answer, portal_key, service_key
+from watcher_auth.web import (
+    ErrorAnswer,
+    FailureLog,
+    LastAnswer,
+    error_answer,
+    portal_key,
+    service_key,
+)
 
 __all__ = [
     "EXTENSION_KEY",
@@ -416,9 +423,33 @@ def _request_session(api: str = "v3") -> _RequestSession:
     else:
         key = state.watcher_key()
         session = state.manager.session(key)
+    session.hooks["response"].append(_last_answer(owner))
     held = _RequestSession(owner, key, session)
     setattr(g, slot, held)
     return held
+
+
+def _last_answer(owner: object) -> LastAnswer:
+    """This request's record of Watcher's last answer (shared by its sessions)."""
+    held: tuple[object, LastAnswer] | None = g.get("_watcher_last_answer")
+    if held is None or held[0] is not owner:
+        held = (owner, LastAnswer())
+        g._watcher_last_answer = held
+    return held[1]
+
+
+def _answer_after_watcher(exc: Exception) -> BaseResponse | None:
+    """The answer to a view's ``KeyError``, ``ValueError``... raised after Watcher failed.
+
+    A view that reads Watcher's 5xx error page (or a non-JSON answer) as data fails with
+    such an error: it is answered as Watcher's failure. ``None`` for anything else.
+    """
+    held: tuple[object, LastAnswer] | None = g.get("_watcher_last_answer")
+    if held is None or held[0] is not _request_owner():
+        return None
+    last = held[1]
+    answer = error_answer(exc, last_status=last.status, last_was_json=last.was_json)
+    return None if answer is None else answer_response(exc, answer)
 
 
 def _current_session() -> WatcherSession:
@@ -466,9 +497,19 @@ def watcher_required(view: F) -> F:
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         get_state().manager.current_tokens(_request_session().key)
-        return current_app.ensure_sync(view)(*args, **kwargs)
+        return _run_view(view, *args, **kwargs)
 
     return cast(F, wrapper)
+
+
+def _run_view(view: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return current_app.ensure_sync(view)(*args, **kwargs)
+    except (LookupError, TypeError, ValueError) as exc:
+        answer = _answer_after_watcher(exc)
+        if answer is None:
+            raise
+        return answer
 
 
 def watcher_v2_required(view: F) -> F:
@@ -485,7 +526,7 @@ def watcher_v2_required(view: F) -> F:
         # A service account without a session yet logs in on its first call.
         if key != SERVICE_ACCOUNT_KEY and not get_state().manager.v2_is_connected(key):
             raise NotConnected(key)
-        return current_app.ensure_sync(view)(*args, **kwargs)
+        return _run_view(view, *args, **kwargs)
 
     return cast(F, wrapper)
 
@@ -568,6 +609,7 @@ def answer_response(exc: BaseException, answer: ErrorAnswer) -> BaseResponse:
 
 def _close_request_session(exc: BaseException | None) -> None:
     g.pop("_watcher_v2_wanted", None)
+    g.pop("_watcher_last_answer", None)
     for slot in _SLOTS.values():
         held: _RequestSession | None = g.pop(slot, None)
         if held is not None:

@@ -202,3 +202,20 @@ def test_ordinary_ids_keep_their_keys_so_existing_records_stay_readable() -> Non
 def test_service_keys_belong_to_no_portal_user() -> None:
     assert portal_id(service_key("bob")) is None
     assert portal_id("user:1") is None  # portal_key("1") is "1": no id has this key
+
+
+def test_reading_watchers_error_page_as_data_is_watchers_failure() -> None:
+    after_500 = error_answer(KeyError("streams"), last_status=500)
+    assert after_500 is not None and (after_500.status, after_500.code) == (
+        503,
+        "watcher_unavailable",
+    )
+    not_json = error_answer(ValueError("Expecting value"), last_status=200, last_was_json=False)
+    assert not_json is not None and not_json.code == "watcher_bad_answer"
+
+
+def test_a_portal_bug_after_a_good_answer_stays_the_portals() -> None:
+    assert error_answer(KeyError("no-such-field"), last_status=200) is None
+    assert error_answer(ValueError("bad int"), last_status=200, last_was_json=True) is None
+    assert error_answer(RuntimeError("bug"), last_status=500) is None  # not a parsing error
+    assert error_answer(KeyError("streams")) is None  # Watcher was never asked

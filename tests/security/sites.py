@@ -5,6 +5,8 @@ Both have the same pages, so one test can run against either:
 - ``/stream-list/``: the README's example, every stream through ``paginate("streams")``;
 - ``/checked-streams/``: a plain ``requests`` call checked with ``raise_for_status()``;
 - ``/watcher-api/<path>``: any Watcher API path through the JSON helper;
+- ``/naive-streams/``: ``get("streams").json()["streams"]``, without looking at the status;
+- ``/buggy/``: a portal bug (a missing key) after a good answer from Watcher;
 - ``/profile/``: the profile through ``current_watcher`` / ``request.watcher``, without the
   decorator (the extension's error handlers or Django's middleware answer failures);
 - ``/profile-view/``: the same with the decorator (Django: a class-based view with
@@ -335,6 +337,17 @@ def build_flask_portal(**config: Any) -> Any:
     @watcher_required
     def watcher_api(path: str) -> Any:
         return jsonify(current_watcher.json(path))
+
+    @app.get("/naive-streams/")
+    @watcher_required
+    def naive_streams() -> Any:
+        streams = current_watcher.get("streams").json()["streams"]
+        return {"streams": [stream["name"] for stream in streams]}
+
+    @app.get("/buggy/")
+    @watcher_required
+    def buggy() -> Any:
+        return {"name": current_watcher.get("profile").json()["no-such-field"]}
 
     @app.get("/profile/")
     def profile() -> Any:

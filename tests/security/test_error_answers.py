@@ -179,6 +179,27 @@ ROWS = [
         "watcher_unavailable",
         30,
     ),
+    Row(
+        "a view reads watcher's 500 as data",
+        _call_fails("500", "/naive-streams/"),
+        503,
+        "watcher_unavailable",
+        30,
+    ),
+    Row(
+        "a view parses watcher's HTML error page",
+        _call_fails("502_html", "/naive-streams/"),
+        503,
+        "watcher_unavailable",
+        30,
+    ),
+    Row(
+        "a view parses a non-JSON answer",
+        _call_fails("non_json", "/naive-streams/"),
+        503,
+        "watcher_bad_answer",
+        30,
+    ),
     Row("watcher is stopped", _watcher_stopped, 503, "watcher_unavailable", 30),
     Row(
         "watcher forbids the call", lambda s: "/watcher-api/users", 403, "watcher_permission_denied"
@@ -240,6 +261,11 @@ def test_no_answer_carries_a_token_or_the_password(site: Site, row: Row) -> None
         assert "secret" not in text
         if stored is not None:
             assert stored.access_token not in text and stored.refresh_token not in text
+
+
+def test_a_portal_bug_after_a_good_answer_is_not_blamed_on_watcher(site: Site) -> None:
+    assert site.get("/naive-streams/").status == 200
+    assert site.get("/buggy/").status == 500
 
 
 # --- the token store --------------------------------------------------------------------------

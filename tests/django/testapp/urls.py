@@ -54,6 +54,20 @@ def checked_streams(request: HttpRequest) -> HttpResponse:
     return JsonResponse(response.json())
 
 
+@watcher_required
+def naive_streams(request: HttpRequest) -> HttpResponse:
+    """Reads the answer without checking its status, as quick code does."""
+    streams = request.watcher.get("streams").json()["streams"]  # type: ignore[attr-defined]
+    return JsonResponse({"streams": [stream["name"] for stream in streams]})
+
+
+@watcher_required
+def buggy(request: HttpRequest) -> HttpResponse:
+    """A portal bug after a good answer from Watcher: not Watcher's failure."""
+    profile = request.watcher.get("profile").json()  # type: ignore[attr-defined]
+    return JsonResponse({"name": profile["no-such-field"]})
+
+
 class ProfileView(WatcherRequiredMixin, View):
     def get(self, request: HttpRequest) -> HttpResponse:
         return JsonResponse(request.watcher.json("profile"))  # type: ignore[attr-defined]
@@ -70,4 +84,6 @@ urlpatterns = [
     path("stream-list/", stream_list, name="stream-list"),
     path("checked-streams/", checked_streams, name="checked-streams"),
     path("watcher-api/<path:path>", watcher_path, name="watcher-api"),
+    path("naive-streams/", naive_streams, name="naive-streams"),
+    path("buggy/", buggy, name="buggy"),
 ]
