@@ -194,3 +194,45 @@ def test_django_admin_action_deletes_an_unreadable_record(django_rotated: Django
     assert answer.status_code == 302
     assert not WatcherAccount.objects.exists()
     assert not record_exists_under_the_old_key(django_rotated)
+
+
+@pytest.mark.redis
+@pytest.mark.django_db
+def test_django_status_command_lists_an_unreadable_record_as_needing_reconnect(
+    emulator: WatcherEmulator,
+    fake_clock: FakeClock,
+    settings: Any,
+    redis_url: str,
+    redis_prefix: str,
+) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    def configure(keys: list[str]) -> None:
+        options = {"url": redis_url, "prefix": redis_prefix, "encryption_keys": keys}
+        settings.WATCHER_AUTH = {
+            "URL": emulator.url,
+            "CLOCK": fake_clock,
+            "STORE": "redis",
+            "STORE_OPTIONS": options,
+        }
+
+    configure([KEY_ONE])
+    site = DjangoSite(emulator, fake_clock, Options(), settings)
+    configure([KEY_ONE])  # the site set its own configuration: use the Redis store
+    assert site.connect().status == 302
+    configure([KEY_TWO])
+    out = StringIO()
+    call_command("watcher_status", stdout=out)
+    rows = [line.split() for line in out.getvalue().splitlines()]
+    assert (rows[2][:8]) == [
+        "portal-user",
+        "?",
+        "needs",
+        "reconnect",
+        "(unreadable",
+        "with",
+        "the",
+        "current",
+    ]
