@@ -47,6 +47,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.db import connections
 from django.utils.module_loading import import_string
 
 from django_watcher_auth.conf import (
@@ -328,8 +329,18 @@ def check_unreadable_records(
     """W007: records the current encryption keys cannot read (only with ``--database``)."""
     if not kwargs.get("databases") or not isinstance(getattr(settings, "WATCHER_AUTH", None), dict):
         return []
+    from django_watcher_auth.models import WatcherAccount
+    from django_watcher_auth.stores import DjangoModelStore
+
     try:
-        unreadable = unreadable_keys(get_manager())
+        manager = get_manager()
+        store = manager.store
+        if isinstance(store, DjangoModelStore):
+            # Before the first migrate (which runs this check) there is nothing to read.
+            tables = connections[store.using].introspection.table_names()
+            if WatcherAccount._meta.db_table not in tables:
+                return []
+        unreadable = unreadable_keys(manager)
     except WatcherAuthError:
         return []  # E005 reports a store that cannot be built; a store outage is no setting
     if not unreadable:
