@@ -106,7 +106,7 @@ class DjangoModelStore(TokenStore):
             raise self._failure("read", exc) from exc
         if not record:
             return None
-        return self.cipher.loads(record)
+        return self.cipher.loads(record, key)
 
     def save(self, key: StoreKey, pair: TokenPair) -> None:
         try:
@@ -114,7 +114,7 @@ class DjangoModelStore(TokenStore):
                 "user": self._user(key.user),
                 "username": pair.username or "",
                 "status": WatcherAccount.Status.CONNECTED,
-                "record": self.cipher.dumps(pair).decode("ascii"),
+                "record": self.cipher.dumps(pair, key).decode("ascii"),
                 "connected_at": as_datetime(pair.connected_at),
                 "last_refreshed_at": as_datetime(pair.refreshed_at),
                 "access_expires_at": as_datetime(pair.local_expires_at),
@@ -320,10 +320,10 @@ class DjangoCacheStore(TokenStore):
         value = self._call("read", lambda cache: cache.get(self._key("record", key)))
         if value is None:
             return None
-        return self.cipher.loads(value)
+        return self.cipher.loads(value, key)
 
     def save(self, key: StoreKey, pair: TokenPair) -> None:
-        token = self.cipher.dumps(pair).decode("ascii")
+        token = self.cipher.dumps(pair, key).decode("ascii")
         self._call("write", lambda cache: cache.set(self._key("record", key), token, None))
 
     def delete(self, key: StoreKey) -> None:

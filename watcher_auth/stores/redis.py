@@ -108,10 +108,10 @@ class RedisStore(TokenStore):
     def load(self, key: StoreKey) -> TokenPair | None:
         with self._errors("read a record"):
             raw = self.client.get(self._record_name(key))
-        return None if raw is None else self.cipher.loads(raw)
+        return None if raw is None else self.cipher.loads(raw, key)
 
     def save(self, key: StoreKey, pair: TokenPair) -> None:
-        value = self.cipher.dumps(pair)
+        value = self.cipher.dumps(pair, key)
         with self._errors("save a record"):
             if self.ttl is None:
                 self.client.set(self._record_name(key), value)

@@ -142,12 +142,12 @@ class SQLAlchemyStore(TokenStore):
             row = conn.execute(select(self.table.c.record).where(self._match(key))).first()
         if row is None or row.record is None:
             return None
-        return self.cipher.loads(row.record)
+        return self.cipher.loads(row.record, key)
 
     def save(self, key: StoreKey, pair: TokenPair) -> None:
         values = {
             "username": pair.username,
-            "record": self.cipher.dumps(pair).decode("ascii"),
+            "record": self.cipher.dumps(pair, key).decode("ascii"),
             "expires_at": _datetime(pair.local_expires_at),
             "connected_at": _datetime(pair.connected_at),
             "refreshed_at": _datetime(pair.refreshed_at),
