@@ -55,19 +55,25 @@ def generate_key() -> str:
     return base64.urlsafe_b64encode(os.urandom(_KEY_SIZE)).decode("ascii")
 
 
-def derive_key(secret: str | bytes) -> bytes:
+def derive_key(secret: str | bytes, *, always: bool = False) -> bytes:
     """The 32-byte AES-256-GCM key for one configured key or secret.
 
     32 raw bytes, or a 44-character base64 (standard or url-safe) text of 32 bytes, is a key
-    already and is returned as is (decoded). Anything else is a secret: the key is
-    HKDF-SHA256 of it (no salt, ``info`` :data:`KEY_DERIVATION_LABEL`).
+    already and is returned as is (decoded), unless ``always``. Anything else is a secret: the
+    key is HKDF-SHA256 of it, with no salt and ``info`` :data:`KEY_DERIVATION_LABEL`.
+
+    Args:
+        secret: the configured key or secret.
+        always: derive even from what looks like a key: for a framework's ``SECRET_KEY``,
+            which also signs other things and must not be used as an encryption key itself.
     """
     raw = secret.encode() if isinstance(secret, str) else bytes(secret)
-    if isinstance(secret, bytes) and len(raw) == _KEY_SIZE:
-        return raw
-    given = _decoded_key(raw)
-    if given is not None:
-        return given
+    if not always:
+        if isinstance(secret, bytes) and len(raw) == _KEY_SIZE:
+            return raw
+        given = _decoded_key(raw)
+        if given is not None:
+            return given
     hkdf = HKDF(algorithm=hashes.SHA256(), length=_KEY_SIZE, salt=None, info=KEY_DERIVATION_LABEL)
     return hkdf.derive(raw)
 
@@ -81,6 +87,8 @@ class TokenCipher:
         legacy: also read records of the earlier, unbound format (they are rewritten in the
             current one at their next save). Turn it off once every record has been saved
             again, so an old record can no longer be planted in another key's place.
+        derive_all: derive every key with HKDF, even one that looks like a generated key (see
+            :func:`derive_key`); for keys that are a framework's secrets.
 
     Raises:
         ConfigurationError: no key is given.
@@ -92,12 +100,13 @@ class TokenCipher:
         *,
         setting: str = "encryption keys",
         legacy: bool = True,
+        derive_all: bool = False,
     ) -> None:
         usable = [k for k in keys if k]
         if not usable:
             raise ConfigurationError(f"{setting} is empty: at least one encryption key is needed")
         self.setting = setting
-        self._aeads = [AESGCM(derive_key(k)) for k in usable]
+        self._aeads = [AESGCM(derive_key(k, always=derive_all)) for k in usable]
         self._legacy = MultiFernet([Fernet(_legacy_key(k)) for k in usable]) if legacy else None
 
     def encrypt(self, data: bytes, key: StoreKey) -> bytes:

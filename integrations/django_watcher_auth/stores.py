@@ -51,8 +51,9 @@ _SQLITE_BUSY = "database is locked"
 def default_cipher() -> TokenCipher:
     """The cipher for ``WATCHER_AUTH['ENCRYPTION_KEYS']``, or keys derived from ``SECRET_KEY``.
 
-    With no keys configured, ``SECRET_KEY`` encrypts and ``SECRET_KEY_FALLBACKS`` also
-    decrypt, so rotating Django's secret the documented way keeps stored tokens readable.
+    With no keys configured, a key derived (HKDF-SHA256, see :func:`watcher_auth.crypto.derive_key`)
+    from ``SECRET_KEY`` encrypts and keys derived from ``SECRET_KEY_FALLBACKS`` also decrypt,
+    so rotating Django's secret the documented way keeps stored tokens readable.
     """
     from django_watcher_auth.conf import watcher_settings
 
@@ -60,7 +61,11 @@ def default_cipher() -> TokenCipher:
     if keys:
         return TokenCipher(keys, setting="WATCHER_AUTH['ENCRYPTION_KEYS']")
     derived = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
-    return TokenCipher(derived, setting="SECRET_KEY (WATCHER_AUTH['ENCRYPTION_KEYS'] is empty)")
+    return TokenCipher(
+        derived,
+        setting="SECRET_KEY (WATCHER_AUTH['ENCRYPTION_KEYS'] is empty)",
+        derive_all=True,  # Django signs with these too: never use one as the AES key itself
+    )
 
 
 class DjangoModelStore(TokenStore):
