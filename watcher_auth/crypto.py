@@ -142,14 +142,15 @@ class TokenCipher:
         Raises:
             TokenDecryptionError: see :meth:`decrypt`; also when the plain text is not a record.
         """
-        plain = self.decrypt(token, key)
-        try:
-            return TokenPair.from_json(plain)
-        except (ValueError, TypeError, AttributeError) as exc:
-            # AttributeError: valid JSON that is not an object (a list, a string, null).
+        pair = _parse(self.decrypt(token, key))
+        if pair is None:
+            # Raised here, outside any handler, so no frame or chained exception of the error
+            # holds the decrypted text (crash reporters record frame locals).
             raise TokenDecryptionError(
-                f"a stored Watcher record is corrupt ({type(exc).__name__})"
-            ) from None
+                f"a stored Watcher record decrypts with the keys in {self.setting} "
+                "but is corrupt: not a token record"
+            )
+        return pair
 
     def _open(self, body: bytes, key: StoreKey) -> bytes:
         try:
@@ -176,6 +177,14 @@ class TokenCipher:
 
     def __repr__(self) -> str:
         return f"TokenCipher(setting={self.setting!r})"
+
+
+def _parse(plain: bytes) -> TokenPair | None:
+    try:
+        return TokenPair.from_json(plain)
+    except (ValueError, TypeError, AttributeError):
+        # AttributeError: valid JSON that is not an object (a list, a string, null).
+        return None
 
 
 def _binding(key: StoreKey) -> bytes:

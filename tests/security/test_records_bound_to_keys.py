@@ -255,3 +255,24 @@ def test_a_record_sealed_under_an_old_key_reads_while_that_key_is_kept_second(
     assert backend.make_store(TokenCipher([NEW_SECRET])).load(key) == sample_pair(2)
     with pytest.raises(TokenDecryptionError):
         backend.make_store(TokenCipher([OLD_SECRET])).load(key)
+
+
+def test_a_record_that_decrypts_to_garbage_keeps_its_text_out_of_the_error_and_its_frames() -> None:
+    # A crash reporter records every frame's locals and every chained exception.
+    cipher = TokenCipher([NEW_SECRET])
+    key = StoreKey(server="https://watcher.test", user=ADMIN)
+    secret = "refresh-token-Vb7Kq2"
+    for text in (f'{{"refresh_token": "{secret}"}}', f'["{secret}"]', f'{{"{secret}"'):
+        with pytest.raises(TokenDecryptionError, match="corrupt") as caught:
+            cipher.loads(cipher.encrypt(text.encode(), key), key)
+        seen: list[str] = []
+        error: BaseException | None = caught.value
+        while error is not None:
+            seen.append(str(error))
+            tb = error.__traceback__
+            while tb is not None:
+                if tb.tb_frame.f_code.co_filename != __file__:  # not this test's own frame
+                    seen.extend(repr(value) for value in tb.tb_frame.f_locals.values())
+                tb = tb.tb_next
+            error = error.__cause__ or error.__context__
+        assert seen and not [item for item in seen if secret in item]
