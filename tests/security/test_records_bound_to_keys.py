@@ -103,19 +103,25 @@ def _django_cache_write(store: Any, key: StoreKey, raw: bytes) -> None:
     store.cache.set(store._key("record", key), raw.decode(), None)
 
 
+LISTING = [
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    "sqlite",
+    pytest.param("django_db", marks=pytest.mark.django_db),
+    pytest.param(
+        "django_postgres",
+        marks=[
+            pytest.mark.postgres,
+            pytest.mark.django_db(databases=["postgres"], transaction=True),
+        ],
+    ),
+]
+"""The encrypted stores that can list their keys."""
+
+
 @pytest.fixture(
     params=[
-        pytest.param("redis", marks=pytest.mark.redis),
-        pytest.param("postgres", marks=pytest.mark.postgres),
-        "sqlite",
-        pytest.param("django_db", marks=pytest.mark.django_db),
-        pytest.param(
-            "django_postgres",
-            marks=[
-                pytest.mark.postgres,
-                pytest.mark.django_db(databases=["postgres"], transaction=True),
-            ],
-        ),
+        *LISTING,
         pytest.param("django_cache", marks=[pytest.mark.redis, pytest.mark.django_db]),
     ]
 )
@@ -240,6 +246,27 @@ def test_until_its_next_save_a_record_in_the_earlier_format_is_not_bound_to_its_
         strict.load(mallory)
     strict.save(admin, sample_pair(2))
     assert strict.load(admin) == sample_pair(2)
+
+
+@pytest.mark.parametrize("backend", LISTING, indirect=True)
+def test_the_documented_loop_seals_every_earlier_format_record_so_legacy_reading_can_stop(
+    backend: Backend,
+) -> None:
+    keys = [StoreKey(server="https://watcher.test", user=str(n)) for n in range(3)]
+    store = backend.make_store(TokenCipher([NEW_SECRET, OLD_SECRET]))
+    for n, key in enumerate(keys):
+        backend.write(store, key, old_format_record(OLD_SECRET, sample_pair(n)))
+
+    # SECURITY.md, "Rotating a key":
+    for key in store.iter_keys():
+        with store.lock(key, timeout=30):
+            pair = store.load(key)
+            if pair is not None:
+                store.save(key, pair)
+
+    strict = backend.make_store(TokenCipher([NEW_SECRET], legacy=False))
+    assert [strict.load(key) for key in keys] == [sample_pair(n) for n in range(3)]
+    assert all(backend.read(store, key).startswith(b"v2:") for key in keys)
 
 
 def test_a_record_sealed_under_an_old_key_reads_while_that_key_is_kept_second(
