@@ -188,7 +188,8 @@ def _parse(plain: bytes) -> TokenPair | None:
 
 
 def _binding(key: StoreKey) -> bytes:
-    return _BINDING_CONTEXT + str(key).encode()
+    # surrogatepass: a user key holding a lone surrogate still has exactly one binding.
+    return _BINDING_CONTEXT + str(key).encode("utf-8", "surrogatepass")
 
 
 def _decoded_key(raw: bytes) -> bytes | None:

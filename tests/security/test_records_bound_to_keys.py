@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from watcher_auth import StoreKey, TokenDecryptionError, TokenManager, TokenPair, TokenStore
 from watcher_auth.crypto import TokenCipher
@@ -303,3 +305,20 @@ def test_a_record_that_decrypts_to_garbage_keeps_its_text_out_of_the_error_and_i
                 tb = tb.tb_next
             error = error.__cause__ or error.__context__
         assert seen and not [item for item in seen if secret in item]
+
+
+store_keys = st.builds(StoreKey, server=st.text(max_size=12), user=st.text(max_size=12))
+
+
+@given(store_keys, store_keys)
+@example(StoreKey(server="s", user="\ud800"), StoreKey(server="s", user="\ud801"))
+@example(StoreKey(server="s", user="a|b"), StoreKey(server="s|a", user="b"))
+def test_a_sealed_record_opens_under_its_own_key_and_under_no_other(
+    home: StoreKey, elsewhere: StoreKey
+) -> None:
+    cipher = TokenCipher([NEW_SECRET])
+    record = cipher.dumps(sample_pair(1), home)
+    assert cipher.loads(record, home) == sample_pair(1)
+    if elsewhere != home:
+        with pytest.raises(TokenDecryptionError):
+            cipher.loads(record, elsewhere)
