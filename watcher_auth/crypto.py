@@ -48,6 +48,7 @@ _BINDING_CONTEXT = b"watcher-auth record v2\x00"
 _NONCE_SIZE = 12
 _KEY_SIZE = 32
 _LEGACY_CONTEXT = b"watcher-auth token encryption v1:"
+_LEGACY_PREFIX = b"gAAAAA"  # Fernet's version byte and the top of its timestamp, in base64
 
 
 def generate_key() -> str:
@@ -125,7 +126,13 @@ class TokenCipher:
         raw = token.encode() if isinstance(token, str) else bytes(token)
         if raw.startswith(RECORD_PREFIX):
             return self._open(raw[len(RECORD_PREFIX) :], key)
-        if self._legacy is not None:
+        if self._legacy is None:
+            if raw.startswith(_LEGACY_PREFIX):
+                raise TokenDecryptionError(
+                    "a stored Watcher record is in the earlier format, not bound to its key, "
+                    f"and the cipher for {self.setting} no longer reads that format"
+                )
+        else:
             try:
                 return self._legacy.decrypt(raw)
             except (InvalidToken, TypeError, ValueError):

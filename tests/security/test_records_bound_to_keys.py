@@ -244,7 +244,7 @@ def test_until_its_next_save_a_record_in_the_earlier_format_is_not_bound_to_its_
     assert reading_old.load(mallory) == sample_pair(1)
 
     strict = backend.make_store(TokenCipher([OLD_SECRET], legacy=False))
-    with pytest.raises(TokenDecryptionError):
+    with pytest.raises(TokenDecryptionError, match="earlier format"):
         strict.load(mallory)
     strict.save(admin, sample_pair(2))
     assert strict.load(admin) == sample_pair(2)
