@@ -2,7 +2,8 @@
 
 ``WATCHER_AUTH["STORE"] = "db"`` picks :class:`DjangoModelStore`, ``"cache"`` picks
 :class:`DjangoCacheStore`; both can also be built by hand and given to a
-:class:`~watcher_auth.TokenManager`.
+:class:`~watcher_auth.TokenManager`. :class:`AsyncDjangoModelStore` and
+:class:`AsyncDjangoCacheStore` are their async twins, for an async manager.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import hashlib
 import logging
 import math
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import BaseCache, InvalidCacheBackendError, caches
 from django.core.cache.backends.locmem import LocMemCache
@@ -36,8 +39,26 @@ from watcher_auth import (
 )
 from watcher_auth._locks import KeyedLocks
 from watcher_auth.crypto import TokenCipher
+from watcher_auth.stores import (
+    AsyncStoreAdapter,
+    Backoff,
+    ChangeListener,
+    StoreWatch,
+    after_fork_in_child,
+    keep_from_finalizing,
+)
+from watcher_auth.stores.postgres import PostgresListener, channel_name
 
-__all__ = ["DjangoCacheStore", "DjangoModelStore", "default_cipher"]
+__all__ = [
+    "AsyncDjangoCacheStore",
+    "AsyncDjangoModelStore",
+    "DjangoCacheStore",
+    "DjangoModelStore",
+    "default_cipher",
+]
+
+T = TypeVar("T")
+WATCH_CONNECT_WAIT = 2.0  # how long watch() waits for LISTEN before returning unhealthy
 
 logger = logging.getLogger("django_watcher_auth")
 
@@ -84,11 +105,16 @@ class DjangoModelStore(TokenStore):
     With ``ATOMIC_REQUESTS`` on the store's database, point ``using`` at a second alias of
     the same database, so a refresh commits at once instead of with the request.
 
+    On PostgreSQL (psycopg 3) every save and delete sends ``pg_notify`` with the key's text
+    in its transaction and :meth:`watch` listens on a connection of its own; on other
+    databases there is no change channel and copies are trusted for ``staleness_bound``.
+
     Args:
         using: the database alias; by default the router's choice for the model.
         cipher: encrypts the records; by default :func:`default_cipher`.
         user_from_key: ``fn(key) -> user | None`` to fill the user column; by default
             :func:`django_watcher_auth.conf.user_for_key`.
+        staleness_bound: seconds a per-process copy is trusted without a change channel.
     """
 
     def __init__(
@@ -97,10 +123,14 @@ class DjangoModelStore(TokenStore):
         using: str | None = None,
         cipher: TokenCipher | None = None,
         user_from_key: Callable[[str], Any] | None = None,
+        staleness_bound: float = 1.0,
     ) -> None:
         self.using = using or router.db_for_write(WatcherAccount)
         self.cipher = cipher or default_cipher()
+        self.staleness_bound = staleness_bound
         self._user_from_key = user_from_key
+        self._watches: list[PostgresListener] = []
+        after_fork_in_child(self, DjangoModelStore._reset_after_fork)
 
     # --- the contract -------------------------------------------------------------------
 
@@ -131,22 +161,27 @@ class DjangoModelStore(TokenStore):
                         WatcherAccount.objects.using(self.using).create(
                             user_key=key.user, server=key.server, api=key.api, **fields
                         )
+                    self._notify(key)
             except IntegrityError:
                 # Another worker created the row between our update and insert.
-                if not self._rows(key).update(**fields):
-                    raise
+                with transaction.atomic(using=self.using):
+                    if not self._rows(key).update(**fields):
+                        raise
+                    self._notify(key)
         except DatabaseError as exc:
             raise self._failure("write", exc) from exc
 
     def delete(self, key: StoreKey) -> None:
         """Empty the record; the row stays, marked "needs re-login", for the admin."""
         try:
-            self._rows(key).update(
-                record="",
-                status=WatcherAccount.Status.NEEDS_RELOGIN,
-                access_expires_at=None,
-                updated_at=django_timezone.now(),
-            )
+            with transaction.atomic(using=self.using):
+                self._rows(key).update(
+                    record="",
+                    status=WatcherAccount.Status.NEEDS_RELOGIN,
+                    access_expires_at=None,
+                    updated_at=django_timezone.now(),
+                )
+                self._notify(key)
         except DatabaseError as exc:
             raise self._failure("write", exc) from exc
 
@@ -178,6 +213,25 @@ class DjangoModelStore(TokenStore):
                 raise self._failure("lock", exc) from exc
             if failure is not None:
                 raise failure
+
+    def watch(self, on_change: ChangeListener) -> StoreWatch | None:
+        """Listen for changes on PostgreSQL; ``None`` on other databases.
+
+        ``on_change`` runs on the listener's thread.
+        """
+        if self._channel() is None:
+            return None
+        listener = PostgresListener(
+            self._listen_connection, self._channel() or "", on_change, repr(self)
+        )
+        self._watches.append(listener)
+        listener.start(WATCH_CONNECT_WAIT)
+        return listener
+
+    def close(self) -> None:
+        for listener in self._watches:
+            listener.close()
+        self._watches.clear()
 
     def iter_keys(self, *, server: str | None = None, api: str | None = None) -> Iterator[StoreKey]:
         rows = WatcherAccount.objects.using(self.using).exclude(record="")
@@ -246,6 +300,33 @@ class DjangoModelStore(TokenStore):
             if postgres:
                 cursor.execute("SELECT set_config('lock_timeout', %s, true)", [previous])
 
+    def _channel(self) -> str | None:
+        if connections[self.using].vendor != "postgresql":
+            return None
+        return channel_name(WatcherAccount._meta.db_table)
+
+    def _notify(self, key: StoreKey) -> None:
+        channel = self._channel()
+        if channel is not None:
+            with connections[self.using].cursor() as cursor:
+                cursor.execute("SELECT pg_notify(%s, %s)", [channel, str(key)])
+
+    def _listen_connection(self) -> Any:
+        import psycopg
+
+        params = connections[self.using].get_connection_params()
+        return psycopg.connect(**params, autocommit=True)
+
+    def _reset_after_fork(self) -> None:
+        # The forking thread's database connection is the parent's socket: the child opens
+        # its own on next use, and leaves the parent's untouched.
+        connection = connections[self.using]
+        keep_from_finalizing(connection.connection)
+        connection.connection = None
+        for listener in self._watches:
+            listener.forget_after_fork()
+        self._watches = []
+
     def _drop_placeholder(self, key: StoreKey) -> None:
         self._rows(key).filter(record="", connected_at=None).delete()
 
@@ -273,27 +354,37 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+_EXTEND_SCRIPT = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
 
 
 class DjangoCacheStore(TokenStore):
     """Keeps records in a Django cache (Redis through ``RedisCache`` in production).
 
     Records are encrypted and never expire by themselves. The lock is a ``cache.add`` of a
-    random owner token with a lease: a dead holder's lock frees itself after ``lease``
-    seconds, and a holder only ever removes its own lock (atomically on Redis).
+    random owner token with a lease that a watchdog thread extends every third of ``lease``
+    while the holder lives (only while the lock still holds its token): slow work is never
+    overtaken, and a dead holder's lock frees itself within ``lease`` seconds. A holder only
+    ever removes or extends its own lock (atomically on Redis). Waiters retry with bounded
+    exponential backoff and jitter until their timeout.
 
     A per-process cache (``LocMemCache``) is fine for one process only, and a cache that
     evicts (memcached, Redis with an eviction policy) may drop a record, after which the
-    person connects again.
+    person connects again. The store has no change channel: copies are trusted for
+    ``staleness_bound`` seconds.
 
     Args:
         alias: the ``CACHES`` alias.
         key_prefix: prefix of every key this store writes.
         cipher: encrypts the records; by default :func:`default_cipher`.
-        lease: seconds a lock lives if its holder never releases it; keep it above the
-            longest refresh (the request timeout to Watcher).
+        lease: seconds (whole, at least 1) a lock outlives a holder that stopped renewing it.
         poll_interval: the first pause between attempts to take a held lock (it doubles up
             to 0.1 s).
+        staleness_bound: seconds a per-process copy of a record is trusted.
     """
 
     def __init__(
@@ -302,14 +393,16 @@ class DjangoCacheStore(TokenStore):
         alias: str = "default",
         key_prefix: str = "watcher_auth",
         cipher: TokenCipher | None = None,
-        lease: float = 30.0,
+        lease: float = 5.0,
         poll_interval: float = 0.005,
+        staleness_bound: float = 1.0,
     ) -> None:
         self.alias = alias
         self.key_prefix = key_prefix
         self.cipher = cipher or default_cipher()
         self.lease = max(1, math.ceil(lease))
         self.poll_interval = poll_interval
+        self.staleness_bound = staleness_bound
         try:
             cache = self.cache
         except InvalidCacheBackendError as exc:
@@ -339,18 +432,57 @@ class DjangoCacheStore(TokenStore):
         name = self._key("lock", key)
         # An int, which Django's Redis cache stores unpickled, so a script can compare it.
         owner = secrets.randbits(62) + 1
-        deadline = time.monotonic() + timeout
-        pause = self.poll_interval
+        wait = Backoff(timeout, first=self.poll_interval, cap=0.1)
         while not self._call("lock", lambda cache: cache.add(name, owner, self.lease)):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            pause = wait.pause()
+            if pause is None:
                 raise StoreLockTimeout(f"lock for user key {key.user!r} not acquired in {timeout}s")
-            time.sleep(min(pause, remaining))
-            pause = min(pause * 2, 0.1)
+            time.sleep(pause)
+        done = threading.Event()
+        watchdog = threading.Thread(
+            target=self._renew,
+            args=(self.cache, name, owner, key, done),
+            name="watcher-auth-lease",
+            daemon=True,
+        )
+        watchdog.start()
         try:
             yield
         finally:
+            done.set()
             self._release(name, owner)
+
+    def _renew(
+        self, cache: BaseCache, name: str, owner: int, key: StoreKey, done: threading.Event
+    ) -> None:
+        # The holder's cache object: Django's caches are per thread, and this thread's own
+        # would open connections of its own.
+        while not done.wait(self.lease / 3):
+            try:
+                extended = self._extend(cache, name, owner)
+            except Exception as exc:
+                # The cache may be back before the lease ends: keep trying until then.
+                logger.warning("could not extend the cache lock (%s)", type(exc).__name__)
+                continue
+            if not extended and not done.is_set():
+                logger.warning(
+                    "the cache lock for user key %r expired while held (a pause over %ss?)",
+                    key.user,
+                    self.lease,
+                )
+                return
+
+    def _extend(self, cache: BaseCache, name: str, owner: int) -> bool:
+        if isinstance(cache, RedisCache):
+            full = cache.make_and_validate_key(name)
+            redis_cache: Any = cache
+            client = redis_cache._cache.get_client(full, write=True)
+            return bool(client.eval(_EXTEND_SCRIPT, 1, full, str(owner), self.lease * 1000))
+        # Other caches cannot compare and extend in one step; a lock is theirs only for one
+        # process (LocMem) or best effort (memcached).
+        if cache.get(name) != owner:
+            return False
+        return bool(cache.touch(name, self.lease))
 
     def _release(self, name: str, owner: int) -> None:
         cache = self.cache
@@ -390,3 +522,57 @@ class DjangoCacheStore(TokenStore):
 
     def __repr__(self) -> str:
         return f"DjangoCacheStore(alias={self.alias!r}, key_prefix={self.key_prefix!r})"
+
+
+class AsyncDjangoModelStore(AsyncStoreAdapter):
+    """The async twin of :class:`DjangoModelStore` (same options).
+
+    Django's database connections belong to threads: reads and writes run on Django's
+    thread-sensitive executor (``sync_to_async(thread_sensitive=True)``, as Django's own
+    async ORM methods do), and a lock holds its transaction on a thread of its own for its
+    whole life, closing that thread's connection after.
+    """
+
+    store: DjangoModelStore
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(DjangoModelStore(**options))
+
+    async def aclose(self) -> None:
+        """Stop watching and close the connection of Django's thread-sensitive executor."""
+        self.store.close()
+        await self._run(lambda: connections[self.store.using].close())
+
+    async def _run(self, call: Callable[[], T]) -> T:
+        def fresh_call() -> T:
+            # As Django does at each request: a connection that failed is replaced first.
+            connections[self.store.using].close_if_unusable_or_obsolete()
+            return call()
+
+        return await sync_to_async(fresh_call, thread_sensitive=True)()
+
+    def _lock_thread_ends(self) -> None:
+        connections[self.store.using].close()
+
+    def __repr__(self) -> str:
+        return f"AsyncDjangoModelStore(using={self.store.using!r})"
+
+
+class AsyncDjangoCacheStore(AsyncStoreAdapter):
+    """The async twin of :class:`DjangoCacheStore` (same options).
+
+    Django's cache backends answer their async methods by running the sync ones in a
+    thread; this store does the same for every call, and holds each lock (and its lease
+    watchdog) from a thread of its own.
+    """
+
+    store: DjangoCacheStore
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(DjangoCacheStore(**options))
+
+    def __repr__(self) -> str:
+        return (
+            f"AsyncDjangoCacheStore(alias={self.store.alias!r}, "
+            f"key_prefix={self.store.key_prefix!r})"
+        )

@@ -13,9 +13,19 @@ from django.core.cache import caches
 from django.db import connection, connections
 
 from django_watcher_auth.models import WatcherAccount
-from django_watcher_auth.stores import DjangoCacheStore, DjangoModelStore
+from django_watcher_auth.stores import (
+    AsyncDjangoCacheStore,
+    AsyncDjangoModelStore,
+    DjangoCacheStore,
+    DjangoModelStore,
+)
 from watcher_auth import StoreError, StoreKey, StoreLockTimeout, TokenDecryptionError
-from watcher_auth.testing.contract import TokenStoreContract, sample_pair
+from watcher_auth.testing.contract import (
+    AsyncTokenStoreContract,
+    RunCoroutine,
+    TokenStoreContract,
+    sample_pair,
+)
 
 KEY = StoreKey(server="https://watcher.test", user="42")
 
@@ -79,6 +89,75 @@ class TestDjangoCacheStoreOnLocMem(TokenStoreContract):
     @pytest.fixture
     def other_store(self) -> DjangoCacheStore:
         return DjangoCacheStore(alias="default", key_prefix="contract")
+
+
+# --- the async contract -------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+class TestAsyncDjangoModelStoreOnSQLite(AsyncTokenStoreContract):
+    @pytest.fixture
+    def store(self) -> AsyncDjangoModelStore:
+        return AsyncDjangoModelStore()
+
+    @pytest.fixture
+    def other_store(self) -> AsyncDjangoModelStore:
+        return AsyncDjangoModelStore()
+
+    def test_locks_on_different_keys_do_not_block_each_other(
+        self,
+        store: AsyncDjangoModelStore,
+        other_store: AsyncDjangoModelStore,
+        key: StoreKey,
+        arun: RunCoroutine[None],
+    ) -> None:
+        """SQLite takes one writer at a time, and each async lock holds its own connection's
+        transaction: a second key's lock while one is held is a clear StoreError on the
+        tests' in-memory database (a file database waits up to its busy timeout instead).
+        PostgreSQL runs the contract's version of this test."""
+        other = StoreKey(server=key.server, user=key.user + "-other", api=key.api)
+
+        async def scenario() -> None:
+            async with store.lock(key, timeout=5):
+                with pytest.raises(StoreError, match="'default' failed to lock"):
+                    async with other_store.lock(other, timeout=0.5):
+                        pass
+            async with other_store.lock(other, timeout=0.5):
+                pass
+
+        arun(scenario())
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, databases=["postgres"])
+class TestAsyncDjangoModelStoreOnPostgreSQL(AsyncTokenStoreContract):
+    @pytest.fixture
+    def store(self, postgres_alias: str, arun: RunCoroutine[None]) -> Any:
+        store = AsyncDjangoModelStore(using=postgres_alias)
+        yield store
+        arun(store.aclose())
+
+    @pytest.fixture
+    def other_store(self, postgres_alias: str) -> AsyncDjangoModelStore:
+        return AsyncDjangoModelStore(using=postgres_alias)
+
+
+@pytest.mark.redis
+class TestAsyncDjangoCacheStoreOnRedis(AsyncTokenStoreContract):
+    @pytest.fixture
+    def store(self, redis_prefix: str) -> AsyncDjangoCacheStore:
+        return AsyncDjangoCacheStore(alias="redis", key_prefix=redis_prefix)
+
+    @pytest.fixture
+    def other_store(self, redis_prefix: str) -> AsyncDjangoCacheStore:
+        return AsyncDjangoCacheStore(alias="redis", key_prefix=redis_prefix)
+
+
+class TestAsyncDjangoCacheStoreOnLocMem(AsyncTokenStoreContract):
+    @pytest.fixture
+    def store(self, arun: RunCoroutine[None]) -> Any:
+        yield AsyncDjangoCacheStore(alias="default", key_prefix="async-contract")
+        caches["default"].clear()
 
 
 # --- encryption at rest -------------------------------------------------------------------

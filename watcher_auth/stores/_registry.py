@@ -7,16 +7,30 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from watcher_auth._exceptions import ConfigurationError
-from watcher_auth.stores.base import TokenStore
+from watcher_auth.stores.base import AsyncTokenStore, TokenStore
 
-__all__ = ["ENTRY_POINT_GROUP", "import_string", "resolve_store", "store_names"]
+__all__ = [
+    "ASYNC_ENTRY_POINT_GROUP",
+    "ENTRY_POINT_GROUP",
+    "async_store_names",
+    "import_string",
+    "resolve_async_store",
+    "resolve_store",
+    "store_names",
+]
 
 ENTRY_POINT_GROUP = "watcher_auth.stores"
+ASYNC_ENTRY_POINT_GROUP = "watcher_auth.async_stores"
 
 
 def store_names() -> list[str]:
     """The short names registered in the ``watcher_auth.stores`` entry-point group."""
     return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+
+
+def async_store_names() -> list[str]:
+    """The short names registered in the ``watcher_auth.async_stores`` entry-point group."""
+    return sorted({ep.name for ep in entry_points(group=ASYNC_ENTRY_POINT_GROUP)})
 
 
 def import_string(path: str) -> Any:
@@ -75,3 +89,43 @@ def resolve_store(spec: str | type[TokenStore] | TokenStore, **options: Any) -> 
         if isinstance(store, TokenStore):
             return store
     raise ConfigurationError(f"{spec!r} is not a TokenStore")
+
+
+def resolve_async_store(
+    spec: str | type[AsyncTokenStore] | type[TokenStore] | AsyncTokenStore | TokenStore,
+    **options: Any,
+) -> AsyncTokenStore:
+    """Build an async store like :func:`resolve_store` builds a sync one.
+
+    Short names come from the ``watcher_auth.async_stores`` entry-point group
+    (``"memory"``, ``"redis"``, ``"sqlalchemy"``...). A sync store, or a name, path or class
+    that leads to one, is run through :class:`~watcher_auth.stores.AsyncStoreAdapter`.
+
+    Raises:
+        ConfigurationError: the name is unknown or does not lead to a store.
+    """
+    from watcher_auth.stores._adapter import AsyncStoreAdapter
+
+    if isinstance(spec, AsyncTokenStore):
+        return spec
+    if isinstance(spec, TokenStore):
+        return AsyncStoreAdapter(spec)
+    target: Any = spec
+    if isinstance(spec, str) and "." not in spec and ":" not in spec:
+        matches = [ep for ep in entry_points(group=ASYNC_ENTRY_POINT_GROUP) if ep.name == spec]
+        if not matches:
+            return AsyncStoreAdapter(resolve_store(spec, **options))
+        try:
+            target = matches[0].load()
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"token store {spec!r} needs a package that is not installed: {exc}"
+            ) from exc
+    elif isinstance(spec, str):
+        target = import_string(spec)
+    store = target(**options) if callable(target) else target
+    if isinstance(store, AsyncTokenStore):
+        return store
+    if isinstance(store, TokenStore):
+        return AsyncStoreAdapter(store)
+    raise ConfigurationError(f"{spec!r} is not a token store")

@@ -1,19 +1,20 @@
-"""A bounded, thread-safe, process-local store on cachetools."""
+"""Bounded, process-local stores on cachetools: thread-safe and asyncio flavours."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 from cachetools import LRUCache
 
 from watcher_auth._exceptions import StoreLockTimeout
 from watcher_auth._locks import KeyedLocks
 from watcher_auth._tokens import StoreKey, TokenPair
-from watcher_auth.stores.base import TokenStore
+from watcher_auth.stores.base import AsyncTokenStore, TokenStore
 
-__all__ = ["MemoryStore"]
+__all__ = ["AsyncMemoryStore", "MemoryStore"]
 
 
 class MemoryStore(TokenStore):
@@ -63,3 +64,65 @@ class MemoryStore(TokenStore):
 
     def __repr__(self) -> str:
         return f"MemoryStore(records={len(self._data)}, maxsize={self._data.maxsize})"
+
+
+class AsyncMemoryStore(AsyncTokenStore):
+    """The async twin of :class:`MemoryStore`: records in this process, per-key asyncio locks.
+
+    Use it from one event loop (its locks belong to the loop that first waits on them);
+    records are not shared with other processes.
+    """
+
+    shared = False
+
+    def __init__(self, maxsize: int = 100_000) -> None:
+        self._data: LRUCache[StoreKey, TokenPair] = LRUCache(maxsize=maxsize)
+        # key -> (lock, number of holders and waiters); dropped when nobody uses it.
+        self._locks: dict[StoreKey, tuple[asyncio.Lock, int]] = {}
+
+    async def load(self, key: StoreKey) -> TokenPair | None:
+        return self._data.get(key)
+
+    async def save(self, key: StoreKey, pair: TokenPair) -> None:
+        self._data[key] = pair
+
+    async def delete(self, key: StoreKey) -> None:
+        self._data.pop(key, None)
+
+    @asynccontextmanager
+    async def lock(self, key: StoreKey, *, timeout: float) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            if lock.locked():
+                try:
+                    await asyncio.wait_for(lock.acquire(), max(0.0, timeout))
+                except asyncio.TimeoutError:
+                    raise StoreLockTimeout(
+                        f"lock for user key {key.user!r} not acquired in {timeout}s"
+                    ) from None
+            else:
+                await lock.acquire()
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    async def iter_keys(
+        self, *, server: str | None = None, api: str | None = None
+    ) -> AsyncIterator[StoreKey]:
+        for k in list(self._data.keys()):
+            if (server is None or k.server == server) and (api is None or k.api == api):
+                yield k
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"AsyncMemoryStore(records={len(self._data)}, maxsize={self._data.maxsize})"

@@ -1,4 +1,5 @@
-"""The contract every :class:`~watcher_auth.TokenStore` must pass.
+"""The contracts every :class:`~watcher_auth.TokenStore` and
+:class:`~watcher_auth.stores.AsyncTokenStore` must pass.
 
 Subclass :class:`TokenStoreContract` in a test module and give it a ``store`` fixture that
 returns a fresh, empty store::
@@ -11,21 +12,40 @@ returns a fresh, empty store::
 ``other_store`` (by default the same object) may return a second instance over the same
 backend, to check that records and locks are seen through another client, as another
 process would see them.
+
+:class:`AsyncTokenStoreContract` is the same for async stores, with no async test plugin
+needed: each test runs its coroutines on an event loop of its own, which the ``arun``
+fixture drives (use it to close the store when the fixture ends)::
+
+    class TestMyAsyncStore(AsyncTokenStoreContract):
+        @pytest.fixture
+        def store(self, arun):
+            store = MyAsyncStore(...)
+            yield store
+            arun(store.aclose())
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
 import pytest
 
 from watcher_auth._exceptions import StoreLockTimeout
 from watcher_auth._tokens import StoreKey, TokenPair
-from watcher_auth.stores.base import TokenStore
+from watcher_auth.stores.base import AsyncTokenStore, TokenStore
 
-__all__ = ["TokenStoreContract", "sample_pair"]
+__all__ = ["AsyncTokenStoreContract", "RunCoroutine", "TokenStoreContract", "sample_pair"]
+
+T = TypeVar("T")
+
+#: Runs a coroutine to its end on the test's event loop (the ``arun`` fixture).
+RunCoroutine = Callable[[Coroutine[Any, Any, T]], T]
 
 
 def sample_pair(n: int = 1, **changes: object) -> TokenPair:
@@ -167,3 +187,240 @@ class TokenStoreContract:
             assert store.load(key) is not None
             store.delete(key)
             assert store.load(key) is None
+
+
+class AsyncTokenStoreContract:
+    """Behaviour every async token store shares. Subclasses provide the ``store`` fixture.
+
+    Besides the promises of :class:`TokenStoreContract`, a waiting lock must leave the event
+    loop free: a ticker on the same loop is never held up for more than
+    :attr:`max_loop_stall` seconds.
+    """
+
+    #: The longest pause of the event loop tolerated while the store waits.
+    max_loop_stall = 0.02
+
+    @pytest.fixture
+    def arun(self) -> Iterator[RunCoroutine[Any]]:
+        """Runs coroutines on an event loop that lives as long as the test."""
+        loop = asyncio.new_event_loop()
+        yield loop.run_until_complete
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
+    @pytest.fixture
+    def other_store(self, store: AsyncTokenStore) -> AsyncTokenStore:
+        """A second client of the same backend; override where the backend allows one."""
+        return store
+
+    @pytest.fixture
+    def key(self) -> StoreKey:
+        return StoreKey(server="https://watcher.test", user=f"user-{uuid.uuid4().hex[:8]}")
+
+    def test_a_missing_key_loads_as_none(
+        self, store: AsyncTokenStore, key: StoreKey, arun: RunCoroutine[Any]
+    ) -> None:
+        assert arun(store.load(key)) is None
+
+    def test_a_saved_pair_loads_back_with_every_field(
+        self,
+        store: AsyncTokenStore,
+        other_store: AsyncTokenStore,
+        key: StoreKey,
+        arun: RunCoroutine[Any],
+    ) -> None:
+        pair = sample_pair(refreshed_at=1_800_000_100.5)
+        arun(store.save(key, pair))
+        assert arun(store.load(key)) == pair
+        assert arun(other_store.load(key)) == pair
+
+    def test_optional_fields_survive_as_none(
+        self, store: AsyncTokenStore, key: StoreKey, arun: RunCoroutine[Any]
+    ) -> None:
+        pair = TokenPair(access_token="opaque-session-id", scheme="session")
+        arun(store.save(key, pair))
+        assert arun(store.load(key)) == pair
+
+    def test_save_replaces_the_previous_pair(
+        self, store: AsyncTokenStore, key: StoreKey, arun: RunCoroutine[Any]
+    ) -> None:
+        arun(store.save(key, sample_pair(1)))
+        arun(store.save(key, sample_pair(2)))
+        loaded = arun(store.load(key))
+        assert loaded is not None and loaded.access_token == sample_pair(2).access_token
+
+    def test_delete_forgets_and_is_idempotent(
+        self,
+        store: AsyncTokenStore,
+        other_store: AsyncTokenStore,
+        key: StoreKey,
+        arun: RunCoroutine[Any],
+    ) -> None:
+        arun(store.save(key, sample_pair()))
+        arun(store.delete(key))
+        assert arun(other_store.load(key)) is None
+        arun(store.delete(key))
+
+    def test_keys_are_kept_apart_per_user_server_and_api(
+        self, store: AsyncTokenStore, key: StoreKey, arun: RunCoroutine[Any]
+    ) -> None:
+        neighbours = [
+            StoreKey(server=key.server, user=key.user + "-2", api=key.api),
+            StoreKey(server="https://other-watcher.test", user=key.user, api=key.api),
+            StoreKey(server=key.server, user=key.user, api="v2"),
+        ]
+        arun(store.save(key, sample_pair(1)))
+        for n, neighbour in enumerate(neighbours, start=2):
+            assert arun(store.load(neighbour)) is None
+            arun(store.save(neighbour, sample_pair(n)))
+        loaded = arun(store.load(key))
+        assert loaded is not None and loaded.access_token == sample_pair(1).access_token
+        arun(store.delete(neighbours[0]))
+        assert arun(store.load(key)) is not None
+
+    def test_unusual_characters_in_keys_are_fine(
+        self, store: AsyncTokenStore, arun: RunCoroutine[Any]
+    ) -> None:
+        key = StoreKey(server="http://[::1]:8080/sub path", user="ünïcode|user:1/2 %s")
+        arun(store.save(key, sample_pair()))
+        assert arun(store.load(key)) == sample_pair()
+
+    def test_the_lock_excludes_a_second_holder(
+        self,
+        store: AsyncTokenStore,
+        other_store: AsyncTokenStore,
+        key: StoreKey,
+        arun: RunCoroutine[Any],
+    ) -> None:
+        async def scenario() -> None:
+            async with store.lock(key, timeout=5):
+                started = time.monotonic()
+                with pytest.raises(StoreLockTimeout):
+                    async with other_store.lock(key, timeout=0.3):
+                        pass
+                assert 0.25 <= time.monotonic() - started < 2
+
+        arun(scenario())
+
+    def test_a_waiter_gets_the_lock_once_it_is_released(
+        self,
+        store: AsyncTokenStore,
+        other_store: AsyncTokenStore,
+        key: StoreKey,
+        arun: RunCoroutine[Any],
+    ) -> None:
+        async def scenario() -> list[bool]:
+            released = asyncio.Event()
+            acquired_after: list[bool] = []
+
+            async def waiter() -> None:
+                async with other_store.lock(key, timeout=10):
+                    acquired_after.append(released.is_set())
+
+            async with store.lock(key, timeout=5):
+                task = asyncio.ensure_future(waiter())
+                await asyncio.sleep(0.2)
+                released.set()
+            await asyncio.wait_for(task, 15)
+            return acquired_after
+
+        assert arun(scenario()) == [True]
+
+    def test_the_lock_is_released_when_the_block_raises(
+        self, store: AsyncTokenStore, key: StoreKey, arun: RunCoroutine[Any]
+    ) -> None:
+        async def scenario() -> None:
+            with pytest.raises(RuntimeError):
+                async with store.lock(key, timeout=5):
+                    raise RuntimeError("boom")
+            async with store.lock(key, timeout=1):
+                pass
+
+        arun(scenario())
+
+    def test_a_cancelled_waiter_leaves_the_lock_free(
+        self,
+        store: AsyncTokenStore,
+        other_store: AsyncTokenStore,
+        key: StoreKey,
+        arun: RunCoroutine[Any],
+    ) -> None:
+        async def scenario() -> None:
+            async with store.lock(key, timeout=5):
+                waiter = asyncio.ensure_future(other_store.lock(key, timeout=10).__aenter__())
+                await asyncio.sleep(0.1)
+                waiter.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await waiter
+            async with other_store.lock(key, timeout=2):
+                pass
+
+        arun(scenario())
+
+    def test_locks_on_different_keys_do_not_block_each_other(
+        self,
+        store: AsyncTokenStore,
+        other_store: AsyncTokenStore,
+        key: StoreKey,
+        arun: RunCoroutine[Any],
+    ) -> None:
+        other = StoreKey(server=key.server, user=key.user + "-other", api=key.api)
+
+        async def scenario() -> None:
+            async with store.lock(key, timeout=5), other_store.lock(other, timeout=0.5):
+                pass
+
+        arun(scenario())
+
+    def test_save_and_delete_work_while_holding_the_lock(
+        self, store: AsyncTokenStore, key: StoreKey, arun: RunCoroutine[Any]
+    ) -> None:
+        async def scenario() -> None:
+            async with store.lock(key, timeout=5):
+                await store.save(key, sample_pair(1))
+                assert await store.load(key) == sample_pair(1)
+                await store.delete(key)
+                assert await store.load(key) is None
+
+        arun(scenario())
+
+    def test_the_event_loop_keeps_running_while_a_lock_waits(
+        self,
+        store: AsyncTokenStore,
+        other_store: AsyncTokenStore,
+        key: StoreKey,
+        arun: RunCoroutine[Any],
+    ) -> None:
+        async def longest_stall() -> float:
+            async with store.lock(key, timeout=5):
+                stop = asyncio.Event()
+                gaps: list[float] = []
+
+                async def ticker() -> None:
+                    last = time.monotonic()
+                    while not stop.is_set():
+                        await asyncio.sleep(0.005)
+                        now = time.monotonic()
+                        gaps.append(now - last - 0.005)
+                        last = now
+
+                ticking = asyncio.ensure_future(ticker())
+                await asyncio.sleep(0.05)  # the ticker is running before the wait starts
+                with pytest.raises(StoreLockTimeout):
+                    async with other_store.lock(key, timeout=1):
+                        pass
+                stop.set()
+                await ticking
+            assert len(gaps) > 50
+            return max(gaps)
+
+        # A wait that blocks the loop stalls it for the whole second, every time; a machine
+        # busy with other work may stall it briefly now and then, so the best of five counts.
+        stalls = []
+        for _ in range(5):
+            stalls.append(arun(longest_stall()))
+            if stalls[-1] < self.max_loop_stall:
+                break
+        assert min(stalls) < self.max_loop_stall, stalls
