@@ -9,9 +9,10 @@ earlier, unbound format (Fernet) are still read until their next save seals them
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -322,3 +323,55 @@ def test_a_sealed_record_opens_under_its_own_key_and_under_no_other(
     if elsewhere != home:
         with pytest.raises(TokenDecryptionError):
             cipher.loads(record, elsewhere)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        "sqlite",
+    ]
+)
+def async_and_sync(request: pytest.FixtureRequest) -> Iterator[tuple[Any, Backend, Any]]:
+    """An async store, a sync one over the same records for raw access, and ``run(coro)`` on
+    the one event loop the async store's connections belong to."""
+    from watcher_auth.stores.redis import AsyncRedisStore
+    from watcher_auth.stores.sqlalchemy import AsyncSQLAlchemyStore
+
+    name = str(request.param)
+    cipher = TokenCipher([NEW_SECRET])
+    sync: Any = request.getfixturevalue(f"make_{name}_store")(cipher=cipher)
+    if name == "redis":
+        store: Any = AsyncRedisStore(
+            url=request.getfixturevalue("redis_url"), prefix=sync.prefix, cipher=cipher
+        )
+        access = (_redis_read, _redis_write)
+    else:
+        store = AsyncSQLAlchemyStore(
+            sync.engine.url.render_as_string(hide_password=False),
+            table_name=sync.table.name,
+            cipher=cipher,
+        )
+        access = (_sql_read, _sql_write)
+    loop = asyncio.new_event_loop()
+    yield store, Backend(name, lambda _cipher: sync, *access), loop.run_until_complete
+    loop.run_until_complete(store.aclose())
+    loop.close()
+
+
+def test_copying_a_record_in_an_async_store_does_not_decrypt_either(
+    async_and_sync: tuple[Any, Backend, Any],
+) -> None:
+    store, raw, run = async_and_sync
+    sync = raw.make_store(TokenCipher([NEW_SECRET]))
+    admin = StoreKey(server="https://watcher.test", user=ADMIN)
+    mallory = StoreKey(server="https://watcher.test", user=MALLORY)
+
+    async def attack() -> None:
+        await store.save(admin, sample_pair(1))
+        raw.write(sync, mallory, raw.read(sync, admin))
+        with pytest.raises(TokenDecryptionError):
+            await store.load(mallory)
+        assert await store.load(admin) == sample_pair(1)
+
+    run(attack())
