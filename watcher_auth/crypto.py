@@ -92,7 +92,7 @@ class TokenCipher:
             :func:`derive_key`); for keys that are a framework's secrets.
 
     Raises:
-        ConfigurationError: no key is given.
+        ConfigurationError: no key is given, or ``keys`` is not a list of strings or bytes.
     """
 
     def __init__(
@@ -103,7 +103,10 @@ class TokenCipher:
         legacy: bool = True,
         derive_all: bool = False,
     ) -> None:
-        usable = [k for k in keys if k]
+        # Empty entries (an unset environment variable) are skipped; other types are refused.
+        usable = [] if isinstance(keys, (str, bytes)) else [k for k in keys if k]
+        if isinstance(keys, (str, bytes)) or not all(isinstance(k, (str, bytes)) for k in usable):
+            raise ConfigurationError(f"{setting} must be a list of keys (strings or bytes)")
         if not usable:
             raise ConfigurationError(f"{setting} is empty: at least one encryption key is needed")
         self.setting = setting

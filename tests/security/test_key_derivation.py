@@ -24,7 +24,13 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import Flask
 
 from flask_watcher_auth import WatcherAuth, get_state
-from watcher_auth import StoreKey, TokenDecryptionError, TokenPair, TokenStore
+from watcher_auth import (
+    ConfigurationError,
+    StoreKey,
+    TokenDecryptionError,
+    TokenPair,
+    TokenStore,
+)
 from watcher_auth.crypto import TokenCipher, derive_key, generate_key
 from watcher_auth.testing.contract import sample_pair
 
@@ -171,3 +177,14 @@ def test_flask_encrypts_with_a_key_derived_from_secret_key_and_reads_with_its_fa
     forgotten = flask_store(flask_stores, database, SECRET_KEY="a newer secret")
     with pytest.raises(TokenDecryptionError, match="SECRET_KEY"):
         forgotten.load(KEY)
+
+
+@pytest.mark.parametrize("keys", ["one string", b"bytes", [SECRET, 42], [SECRET, ["nested"]]])
+def test_keys_that_are_not_a_list_of_strings_are_refused_not_misread(keys: object) -> None:
+    with pytest.raises(ConfigurationError, match="must be a list of keys"):
+        TokenCipher(keys, setting="WATCHER_ENCRYPTION_KEYS")  # type: ignore[arg-type]
+
+
+def test_an_unset_key_in_the_list_is_skipped() -> None:
+    record = TokenCipher([None, SECRET, ""]).dumps(sample_pair(1), KEY)  # type: ignore[list-item]
+    assert open_record(record, hkdf(SECRET), KEY) == sample_pair(1)
