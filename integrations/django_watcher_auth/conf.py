@@ -24,8 +24,11 @@ LOCAL_CACHE_SIZE   ``10000``                Fresh token pairs kept in each proce
 VERIFY_TLS         ``True``                 TLS verification: ``True``, ``False``, or a CA
                                             bundle path.
 ENCRYPTION_KEYS    ``[]``                   Keys for tokens at rest, newest first (the first
-                                            encrypts, all decrypt). Empty: derived from
-                                            ``SECRET_KEY`` and ``SECRET_KEY_FALLBACKS``.
+                                            encrypts, all decrypt): generated keys
+                                            (``watcher_auth.crypto.generate_key()``) are used
+                                            as given, other strings go through HKDF-SHA256.
+                                            Empty: derived from ``SECRET_KEY`` and
+                                            ``SECRET_KEY_FALLBACKS``.
 CACHE_ALIAS        ``"default"``            The ``CACHES`` alias of the ``"cache"`` store.
 CACHE_KEY_PREFIX   ``"watcher_auth"``       Prefix of the ``"cache"`` store's keys.
 USER_KEY           ``None``                 Dotted path to ``fn(user) -> str``, the key a

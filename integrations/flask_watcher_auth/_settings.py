@@ -93,6 +93,7 @@ class WatcherSettings:
     system_api_key: str | None = field(default=None, repr=False)
     multiprocess: bool = False
     check_store_on_start: bool = False
+    encryption_from_secret_key: bool = False
 
     @property
     def has_service_account(self) -> bool:
@@ -100,13 +101,23 @@ class WatcherSettings:
         return self.service_username is not None
 
     def cipher(self) -> TokenCipher:
-        """The cipher for encrypted stores, from the keys or the app's ``SECRET_KEY``."""
+        """The cipher for encrypted stores, from the keys or the app's ``SECRET_KEY``.
+
+        Keys in ``WATCHER_ENCRYPTION_KEYS`` that are generated keys are used as given, others
+        are derived with HKDF-SHA256. Without them, keys derived from ``SECRET_KEY`` (which
+        encrypts) and ``SECRET_KEY_FALLBACKS`` (which also decrypt) are used.
+        """
         if not self.encryption_keys:
             raise ConfigurationError(
                 "WATCHER_ENCRYPTION_KEYS is empty and the app has no SECRET_KEY: "
                 "the token store needs a key to encrypt records with"
             )
-        return TokenCipher(self.encryption_keys, setting=self.encryption_setting)
+        return TokenCipher(
+            self.encryption_keys,
+            setting=self.encryption_setting,
+            # The SECRET_KEY also signs the session cookie: only a key derived from it encrypts.
+            derive_all=self.encryption_from_secret_key,
+        )
 
 
 def load_settings(app: Flask) -> WatcherSettings:
@@ -148,9 +159,11 @@ def load_settings(app: Flask) -> WatcherSettings:
     if not isinstance(keys, (list, tuple)) or not all(isinstance(k, (str, bytes)) for k in keys):
         raise ConfigurationError("WATCHER_ENCRYPTION_KEYS must be a list of keys, newest first")
     setting = "WATCHER_ENCRYPTION_KEYS"
-    if not any(keys):
+    from_secret_key = not any(keys)
+    if from_secret_key:
+        # Flask rotates its secret through SECRET_KEY_FALLBACKS; records follow the same way.
         secret = config.get("SECRET_KEY")
-        keys = [secret] if secret else []
+        keys = [secret, *(config.get("SECRET_KEY_FALLBACKS") or [])] if secret else []
         setting = "SECRET_KEY (WATCHER_ENCRYPTION_KEYS is empty)"
 
     service_username = config["WATCHER_SERVICE_USERNAME"] or os.environ.get(
@@ -196,6 +209,7 @@ def load_settings(app: Flask) -> WatcherSettings:
         verify_tls=verify,
         encryption_keys=tuple(k for k in keys if k),
         encryption_setting=setting,
+        encryption_from_secret_key=from_secret_key,
         service_username=service_username or None,
         service_password=service_password or None,
         connect_view=connect_view,
