@@ -2,12 +2,14 @@
 # ARGS go to the launcher: `make demo ARGS="--port 9000"` (`--help` lists them).
 # `make test` runs lint, types, the whole test suite on this Python, and the Django suite on the
 # matrix's corners (what CI runs). `make matrix` runs every supported Python x Django pair.
+# `make mutate` mutation-tests the core decision modules (not part of CI; ARGS go to
+# scripts/mutate.py, e.g. ARGS="--module lifecycle"); benchmarks/MUTATION.md has the results.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test matrix demo demo-flask bench lint clean
+.PHONY: test matrix demo demo-flask bench lint clean mutate
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +38,9 @@ demo-flask: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+mutate: $(STAMP)
+	$(BIN)/python scripts/mutate.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .nox test-artifacts
