@@ -559,6 +559,7 @@ class Worker:
                 "source": mutant.source,
                 "tests": ["-m", "not browser", *[f"--deselect={t}" for t in FLAKY], *tests],
                 "timeout": timeout,
+                "id": f"{mutant.target}-{mutant.index}",
             }
             self.server.stdin.write(json.dumps(request) + "\n")
             self.server.stdin.flush()

@@ -1,0 +1,145 @@
+"""Worker processes sharing one Redis store: what one refreshes, the others use."""
+
+from __future__ import annotations
+
+import multiprocessing
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from watcher_auth import TokenManager
+from watcher_auth.stores.redis import RedisStore
+from watcher_auth.testing import SharedClock
+from watcher_auth.testing.pytest_plugin import EmulatorFactory
+from watcher_auth.testing.services import require_redis
+
+pytestmark = [pytest.mark.redis, pytest.mark.multiprocess]
+
+KEY = "shared-user"
+KEYS = ["a secret key for the workers"]
+REDIS_DB = 13
+WORKERS = 3
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return require_redis(REDIS_DB)
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
+    prefix = f"watcher_auth_decisions:{uuid.uuid4().hex}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    for name in client.scan_iter(match=prefix + "*"):
+        client.delete(name)
+    client.close()
+
+
+def _worker(
+    url: str,
+    redis_url: str,
+    prefix: str,
+    clock: SharedClock,
+    warmed: Any,
+    go: Any,
+    results: Any,
+) -> None:
+    try:
+        store = RedisStore(url=redis_url, prefix=prefix, encryption_keys=KEYS)
+        manager = TokenManager(url, store=store, clock=clock, timeout=10.0)
+        session = manager.session(KEY)
+        first = session.get("profile").status_code
+        warmed.wait(30)
+        go.wait(30)
+        results.put((first, session.get("profile").status_code))
+    except BaseException as exc:
+        results.put(("error", repr(exc)))
+
+
+def test_workers_that_get_a_401_at_once_for_one_key_refresh_it_once(
+    redis_url: str, prefix: str, watcher_emulator_factory: EmulatorFactory
+) -> None:
+    clock = SharedClock()
+    # The refresh is slow, so every worker's 401 arrives before the first refresh is done.
+    emulator = watcher_emulator_factory(clock=clock, access_lifetime=300, refresh_latency=0.5)
+    parent = TokenManager(
+        emulator.url,
+        store=RedisStore(url=redis_url, prefix=prefix, encryption_keys=KEYS),
+        clock=clock,
+    )
+    parent.login(KEY, username="alice", password="secret")
+    parent.store.close()
+
+    ctx = multiprocessing.get_context("fork")
+    warmed, go = ctx.Barrier(WORKERS + 1), ctx.Barrier(WORKERS + 1)
+    results = ctx.Queue()
+    workers = [
+        ctx.Process(
+            target=_worker,
+            args=(emulator.url, redis_url, prefix, clock, warmed, go, results),
+        )
+        for _ in range(WORKERS)
+    ]
+    for worker in workers:
+        worker.start()
+    warmed.wait(30)  # every worker holds the access token in its cache
+    emulator.revoke_access_tokens("alice")
+    emulator.reset_stats()
+    go.wait(30)
+    answers = [results.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(30)
+
+    assert answers == [(200, 200)] * WORKERS
+    stats = emulator.stats
+    assert (stats.unauthorized, stats.refreshes, stats.password_logins) == (WORKERS, 1, 0)
+
+
+def _stale_worker(
+    url: str, redis_url: str, prefix: str, clock: SharedClock, go: Any, results: Any
+) -> None:
+    try:
+        store = RedisStore(url=redis_url, prefix=prefix, encryption_keys=KEYS)
+        manager = TokenManager(url, store=store, clock=clock, timeout=10.0)
+        go.wait(30)
+        results.put(manager.session(KEY).get("profile").status_code)
+    except BaseException as exc:
+        results.put(repr(exc))
+
+
+def test_workers_that_find_the_token_expired_at_once_refresh_it_once(
+    redis_url: str, prefix: str, watcher_emulator_factory: EmulatorFactory
+) -> None:
+    clock = SharedClock()
+    emulator = watcher_emulator_factory(clock=clock, access_lifetime=300, refresh_latency=0.3)
+    parent = TokenManager(
+        emulator.url,
+        store=RedisStore(url=redis_url, prefix=prefix, encryption_keys=KEYS),
+        clock=clock,
+    )
+    parent.login(KEY, username="alice", password="secret")
+    parent.store.close()
+    clock.advance(300)
+
+    ctx = multiprocessing.get_context("fork")
+    go = ctx.Barrier(WORKERS)
+    results = ctx.Queue()
+    workers = [
+        ctx.Process(
+            target=_stale_worker, args=(emulator.url, redis_url, prefix, clock, go, results)
+        )
+        for _ in range(WORKERS)
+    ]
+    for worker in workers:
+        worker.start()
+    answers = [results.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(30)
+
+    assert answers == [200] * WORKERS
+    stats = emulator.stats
+    assert (stats.refreshes, stats.unauthorized, stats.password_logins) == (1, 0, 1)

@@ -1,0 +1,110 @@
+"""What a ``requests`` session of the manager does with bodies, redirects and error answers,
+and how API v2 credentials ride on a plain ``requests`` call."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from requests import PreparedRequest, Response
+
+from watcher_auth import MemoryStore, TokenManager, WatcherAPIError
+from watcher_auth.testing import FakeClock, WatcherEmulator
+
+KEY = "portal-user-9"
+
+
+@pytest.fixture
+def emulator(watcher_emulator_factory, fake_clock: FakeClock) -> WatcherEmulator:
+    return watcher_emulator_factory(clock=fake_clock, system_api_key="the-system-key")
+
+
+@pytest.fixture
+def connected(emulator: WatcherEmulator, fake_clock: FakeClock) -> TokenManager:
+    manager = TokenManager(emulator.url, store=MemoryStore(), clock=fake_clock, timeout=5.0)
+    manager.login(KEY, username="alice", password="secret")
+    return manager
+
+
+def test_a_one_shot_body_is_not_sent_again_after_a_401(
+    connected: TokenManager, emulator: WatcherEmulator
+) -> None:
+    emulator.revoke_access_tokens("alice")
+    chunks = iter([b'{"title": ', b'"Side door"}'])
+    response = connected.session(KEY).put(
+        "streams/alice-cam-1", data=chunks, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 401  # the caller gets the answer; its stream is spent
+    stats = emulator.stats
+    assert (stats.unauthorized, stats.refreshes) == (1, 0)
+
+
+def test_a_rewindable_body_is_sent_again_in_full_after_a_401(
+    connected: TokenManager, emulator: WatcherEmulator
+) -> None:
+    import io
+
+    emulator.revoke_access_tokens("alice")
+    body = io.BytesIO(b'xx{"title": "Garage"}')
+    body.seek(2)  # the body starts where the caller left the file, on the retry too
+    session = connected.session(KEY)
+    response = session.put(
+        "streams/alice-cam-1", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 200 and response.json()["title"] == "Garage"
+    assert emulator.stats.refreshes == 1
+
+
+def test_a_400_answer_raises_watcher_api_error(connected: TokenManager) -> None:
+    with pytest.raises(WatcherAPIError) as caught:
+        connected.session(KEY).json("streams", params={"cursor": "not-a-cursor"})
+    assert caught.value.status_code == 400
+
+
+def test_a_successful_json_answer_is_returned_as_data(connected: TokenManager) -> None:
+    # The boundary below the first error status: a 2xx/3xx JSON answer is returned as data.
+    assert connected.session(KEY).json("profile")["name"] == "alice"
+
+
+def test_a_redirect_from_http_to_https_on_the_same_host_drops_the_token() -> None:
+    # requests itself keeps Authorization on an http -> https upgrade to the same host on
+    # the default ports; Watcher's origin is exact, so the token must not follow. Ports 80
+    # and 443 cannot be served here, so the redirect is handed to the session directly.
+    manager = TokenManager("http://watcher.test")
+    session = manager.session(KEY)
+    original = Response()
+    original.request = PreparedRequest()
+    original.request.prepare(method="GET", url="http://watcher.test/watcher/client-api/v3/x")
+    for target, kept in [
+        ("https://watcher.test/watcher/client-api/v3/x", False),
+        ("http://watcher.test/watcher/client-api/v3/y", True),
+    ]:
+        prepared = PreparedRequest()
+        prepared.prepare(method="GET", url=target, headers={"Authorization": "Bearer t"})
+        session.rebuild_auth(prepared, original)
+        assert ("Authorization" in prepared.headers) is kept, target
+
+
+def test_v2_auth_authenticates_a_plain_requests_call_to_watcher(
+    emulator: WatcherEmulator, fake_clock: FakeClock
+) -> None:
+    manager = TokenManager(emulator.url, clock=fake_clock, timeout=5.0)
+    manager.v2_login(KEY, username="alice", password="secret")
+    response = requests.get(emulator.v2_url + "/cameras", auth=manager.v2_auth(KEY), timeout=5)
+    assert response.status_code == 200
+    assert emulator.stats.v2_calls_by_user == {"alice": 1}
+
+
+def test_v2_auth_logs_in_again_after_watcher_forgets_the_session(
+    emulator: WatcherEmulator, fake_clock: FakeClock
+) -> None:
+    manager = TokenManager(
+        emulator.url,
+        clock=fake_clock,
+        timeout=5.0,
+        credentials=lambda key: ("alice", "secret"),
+    )
+    manager.v2_login(KEY, username="alice", password="secret")
+    emulator.revoke("alice")
+    response = requests.get(emulator.v2_url + "/cameras", auth=manager.v2_auth(KEY), timeout=5)
+    assert response.status_code == 200
+    assert emulator.stats.v2_logins == 2
