@@ -62,11 +62,22 @@ class Target:
 DECISIONS = "tests/core/test_decisions.py"
 PROCESSES = "tests/core/test_decisions_processes.py"
 SESSION = "tests/core/test_decisions_session.py"
+POLICY = "tests/core/test_decisions_policy.py"
+CHANNELS = "tests/stores/test_channels.py"
+FORK = "tests/stores/test_fork.py"
 
 TARGETS = {
     "lifecycle": Target(
         "watcher_auth/_lifecycle.py",
-        (DECISIONS, "tests/core/test_manager.py", "tests/v2/test_manager_v2.py"),
+        (
+            DECISIONS,
+            POLICY,
+            SESSION,
+            "tests/core/test_manager.py",
+            "tests/v2/test_manager_v2.py",
+            CHANNELS,
+            FORK,
+        ),
         always=(PROCESSES,),
     ),
     "calls": Target(
@@ -88,7 +99,7 @@ TARGETS = {
     ),
     "policy": Target(
         "watcher_auth/_policy.py",
-        ("tests/core/test_policy.py", DECISIONS, SESSION, "tests/core/test_manager.py"),
+        ("tests/core/test_policy.py", POLICY, DECISIONS, SESSION, "tests/core/test_manager.py"),
     ),
     "v2_policy": Target(
         "watcher_auth/v2/_policy.py",
@@ -491,7 +502,9 @@ def trace(tree: Path, names: list[str]) -> Trace:
     return raw
 
 
-def covering(mutant: Mutant, target: Target, traced: Trace) -> list[str]:
+def covering(
+    mutant: Mutant, target: Target, traced: Trace, excluded: tuple[str, ...] = ()
+) -> list[str]:
     """The passing tests that run ``mutant``'s lines, fastest first; then ``target.always``."""
     wanted = set(range(mutant.line, mutant.last_line + 1))
     found: list[tuple[float, str]] = []
@@ -510,7 +523,8 @@ def covering(mutant: Mutant, target: Target, traced: Trace) -> list[str]:
             assert isinstance(seconds, float)
             found.append((seconds, test))
     chosen = [test for _, test in sorted(found)]
-    return chosen + [t for t in target.always if t not in chosen and (ROOT / t).exists()]
+    always = [t for t in target.always if t not in chosen and (ROOT / t).exists()]
+    return chosen + [t for t in always if t not in excluded]
 
 
 @dataclass
@@ -577,6 +591,9 @@ def main() -> int:
     parser.add_argument("--line", type=int, action="append", help="only mutants on these lines")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--list", action="store_true", help="only list the mutants")
+    parser.add_argument(
+        "--exclude", action="append", default=[], help="a test file not to use (repeatable)"
+    )
     args = parser.parse_args()
 
     names = args.module or list(TARGETS)
@@ -599,6 +616,9 @@ def main() -> int:
         _copy_tree(worker.tree)
     try:
         traced = trace(workers[0].tree, names)
+        for test in list(traced):
+            if test.split("::")[0] in args.exclude:
+                del traced[test]
         files = sorted({t.split("::")[0] for t in traced})
         for worker in workers:
             worker.start(files)
@@ -614,7 +634,7 @@ def main() -> int:
 
         def one(item: tuple[Mutant, Target]) -> Mutant:
             mutant, target = item
-            tests = covering(mutant, target, traced)
+            tests = covering(mutant, target, traced, tuple(args.exclude))
             if not tests:
                 mutant.status = "uncovered"
                 return mutant
