@@ -18,12 +18,14 @@ from watcher_auth import (
     EventType,
     MemoryStore,
     NotConnected,
+    ReauthenticationRequired,
     StoreKey,
     StoreLockTimeout,
     TokenManager,
     TokenPair,
     TokenStore,
     WatcherEvent,
+    WatcherUnavailable,
 )
 from watcher_auth.testing import FakeClock, WatcherEmulator
 
@@ -368,3 +370,99 @@ def test_one_caller_more_than_max_waiters_gets_store_lock_timeout_at_once(
     for thread in threads:
         thread.join(10)
     assert emulator.stats.refreshes == 1
+
+
+def test_callers_that_got_a_401_at_once_share_one_refresh_and_the_waiter_says_how_long(
+    watcher_emulator_factory, fake_clock: FakeClock
+) -> None:
+    emulator = watcher_emulator_factory(
+        clock=fake_clock, access_lifetime=LIFETIME, refresh_latency=0.5
+    )
+    manager = _manager(emulator, fake_clock)
+    manager.login(KEY, username="alice", password="secret")
+    emulator.revoke_access_tokens("alice")
+    events: list[WatcherEvent] = []
+    manager.add_listener(events.append)
+    statuses: list[int] = []
+    threads = [
+        threading.Thread(
+            target=lambda: statuses.append(manager.session(KEY).get("profile").status_code)
+        )
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert statuses == [200, 200]
+    assert (emulator.stats.unauthorized, emulator.stats.refreshes) == (2, 1)
+    waits = [e.duration for e in events if e.type is EventType.LOCK_WAITED]
+    assert len(waits) == 1 and waits[0] is not None and 0.2 < waits[0] < 3.0
+    refreshed = [e for e in events if e.type is EventType.REFRESHED]
+    assert len(refreshed) == 1 and refreshed[0].duration is not None
+    assert 0 <= refreshed[0].duration < 5
+
+
+def test_a_refresh_waits_for_its_answer_past_the_call_timeout_until_the_deadline(
+    watcher_emulator_factory, fake_clock: FakeClock
+) -> None:
+    # Watcher may already have rotated the refresh token: giving up early would lose it.
+    emulator = watcher_emulator_factory(
+        clock=fake_clock, access_lifetime=LIFETIME, refresh_latency=1.0
+    )
+    manager = _manager(emulator, fake_clock, timeout=0.4, deadline=5.0)
+    manager.login(KEY, username="alice", password="secret")
+    fake_clock.advance(LIFETIME)
+    assert manager.session(KEY).get("profile").status_code == 200
+    assert emulator.stats.refreshes == 1
+
+
+def test_a_refresh_whose_answer_was_lost_then_rejected_says_so(
+    watcher_emulator_factory, fake_clock: FakeClock
+) -> None:
+    emulator = watcher_emulator_factory(
+        clock=fake_clock, access_lifetime=LIFETIME, rotate_refresh_tokens=True
+    )
+    manager = _manager(emulator, fake_clock)
+    manager.login(KEY, username="alice", password="secret")
+    fake_clock.advance(LIFETIME)
+    emulator.fail_next("refresh", mode="process_then_drop")
+    with pytest.raises(WatcherUnavailable):
+        manager.session(KEY).get("profile")
+    with pytest.raises(ReauthenticationRequired) as caught:
+        manager.session(KEY).get("profile")
+    assert caught.value.reason == "refresh_answer_lost"
+
+
+def test_a_rejection_after_an_answered_refresh_is_a_plain_rejection(
+    watcher_emulator_factory, fake_clock: FakeClock
+) -> None:
+    emulator = watcher_emulator_factory(
+        clock=fake_clock, access_lifetime=LIFETIME, rotate_refresh_tokens=True
+    )
+    manager = _manager(emulator, fake_clock)
+    manager.login(KEY, username="alice", password="secret")
+    fake_clock.advance(LIFETIME)
+    emulator.fail_next("refresh", mode="process_then_drop")
+    with pytest.raises(WatcherUnavailable):
+        manager.session(KEY).get("profile")
+    manager.login(KEY, username="alice", password="secret")
+    fake_clock.advance(LIFETIME)
+    assert manager.session(KEY).get("profile").status_code == 200  # answered this time
+    emulator.revoke("alice")
+    fake_clock.advance(LIFETIME)
+    with pytest.raises(ReauthenticationRequired) as caught:
+        manager.session(KEY).get("profile")
+    assert caught.value.reason == "refresh_rejected"
+
+
+def test_a_login_again_through_the_provider_reports_how_long_it_took(
+    emulator: WatcherEmulator, fake_clock: FakeClock
+) -> None:
+    manager = _manager(emulator, fake_clock, credentials=lambda key: ("alice", "secret"))
+    events: list[WatcherEvent] = []
+    manager.add_listener(events.append)
+    assert manager.session(KEY).get("profile").status_code == 200
+    connected = [e for e in events if e.type is EventType.CONNECTED]
+    assert len(connected) == 1 and connected[0].duration is not None
+    assert 0 <= connected[0].duration < 5
