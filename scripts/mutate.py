@@ -63,6 +63,8 @@ DECISIONS = "tests/core/test_decisions.py"
 PROCESSES = "tests/core/test_decisions_processes.py"
 SESSION = "tests/core/test_decisions_session.py"
 POLICY = "tests/core/test_decisions_policy.py"
+CACHE = "tests/core/test_decisions_cache.py"
+LOCKS = "tests/core/test_decisions_locks.py"
 CHANNELS = "tests/stores/test_channels.py"
 FORK = "tests/stores/test_fork.py"
 
@@ -71,6 +73,7 @@ TARGETS = {
         "watcher_auth/_lifecycle.py",
         (
             DECISIONS,
+            CACHE,
             POLICY,
             SESSION,
             "tests/core/test_manager.py",
@@ -82,7 +85,7 @@ TARGETS = {
     ),
     "calls": Target(
         "watcher_auth/_calls.py",
-        (DECISIONS, SESSION, "tests/core/test_manager.py", "tests/v2/test_manager_v2.py"),
+        (DECISIONS, SESSION, CACHE, "tests/core/test_manager.py", "tests/v2/test_manager_v2.py"),
     ),
     "drivers": Target(
         "watcher_auth/_drivers.py",
@@ -95,7 +98,7 @@ TARGETS = {
     ),
     "locks": Target(
         "watcher_auth/_locks.py",
-        (DECISIONS, "tests/core/test_manager.py", "tests/stores/test_async_memory.py"),
+        (LOCKS, DECISIONS, "tests/core/test_manager.py", "tests/stores/test_async_memory.py"),
     ),
     "policy": Target(
         "watcher_auth/_policy.py",
