@@ -108,3 +108,21 @@ def test_v2_auth_logs_in_again_after_watcher_forgets_the_session(
     response = requests.get(emulator.v2_url + "/cameras", auth=manager.v2_auth(KEY), timeout=5)
     assert response.status_code == 200
     assert emulator.stats.v2_logins == 2
+
+
+def test_an_httpx_client_of_the_manager_sends_to_another_origin_without_the_token(
+    emulator: WatcherEmulator,
+    fake_clock: FakeClock,
+    recording_server,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A CA bundle from the environment reaches httpx as a path, which httpx deprecates.
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    manager = TokenManager(emulator.url, clock=fake_clock, timeout=5.0)
+    manager.login(KEY, username="alice", password="secret")
+    with manager.httpx_client(KEY) as client:
+        assert client.get(recording_server.url + "/elsewhere").status_code == 200
+        assert client.get(emulator.v3_url + "/profile").status_code == 200
+    assert recording_server.seen and "Authorization" not in recording_server.seen[0]
+    assert emulator.stats.calls_by_user == {"alice": 1}
