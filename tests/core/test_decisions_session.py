@@ -126,3 +126,37 @@ def test_an_httpx_client_of_the_manager_sends_to_another_origin_without_the_toke
         assert client.get(emulator.v3_url + "/profile").status_code == 200
     assert recording_server.seen and "Authorization" not in recording_server.seen[0]
     assert emulator.stats.calls_by_user == {"alice": 1}
+
+
+def test_a_cookie_one_answer_sets_never_rides_on_the_next_call(
+    connected: TokenManager, emulator: WatcherEmulator
+) -> None:
+    import http.server
+    import threading
+
+    seen: list[str | None] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Cookie"))
+            self.send_response(200)
+            self.send_header("Set-Cookie", "tracking=alice-was-here; Path=/")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/page"
+        session = connected.session(KEY)
+        session.get(url)
+        session.get(url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == [None, None]
+    assert len(session.cookies) == 0
