@@ -160,3 +160,29 @@ def test_a_cookie_one_answer_sets_never_rides_on_the_next_call(
         server.server_close()
     assert seen == [None, None]
     assert len(session.cookies) == 0
+
+
+def test_every_session_of_a_manager_shares_the_managers_connection_pool(
+    connected: TokenManager, emulator: WatcherEmulator
+) -> None:
+    first, second = connected.session(KEY), connected.session("another-key")
+    for session in (first, second):
+        assert session.get_adapter(emulator.v3_url + "/profile") is connected.adapter
+    on_default_port = TokenManager("https://watcher.test")
+    session = on_default_port.session(KEY)
+    assert session.get_adapter("https://watcher.test/watcher/client-api/v3/x") is (
+        on_default_port.adapter
+    )
+    assert session.get_adapter("https://watcher.test:443/watcher/client-api/v3/x") is (
+        on_default_port.adapter
+    )
+
+
+def test_a_session_made_with_a_base_url_without_a_trailing_slash_resolves_paths_under_it(
+    connected: TokenManager, emulator: WatcherEmulator
+) -> None:
+    from watcher_auth import WatcherSession
+
+    session = WatcherSession(base_url=emulator.v3_url, auth=connected.auth(KEY), timeout=5.0)
+    assert session.url_for("profile") == emulator.v3_url + "/profile"
+    assert session.get("profile").json()["name"] == "alice"
