@@ -186,3 +186,16 @@ def test_a_session_made_with_a_base_url_without_a_trailing_slash_resolves_paths_
     session = WatcherSession(base_url=emulator.v3_url, auth=connected.auth(KEY), timeout=5.0)
     assert session.url_for("profile") == emulator.v3_url + "/profile"
     assert session.get("profile").json()["name"] == "alice"
+
+
+def test_a_callers_own_timeout_wins_over_the_managers(
+    connected: TokenManager, emulator: WatcherEmulator
+) -> None:
+    from watcher_auth import WatcherConnectionError
+
+    emulator.configure(latency=1.0)
+    session = connected.session(KEY)  # the manager's timeout: 5 s
+    with pytest.raises(WatcherConnectionError, match="Timeout"):
+        session.get("profile", timeout=0.2)
+    emulator.configure(latency=0.0)
+    assert session.get("profile").status_code == 200
