@@ -654,7 +654,8 @@ def main() -> int:
                 free.append(worker)
 
         done: list[Mutant] = []
-        with ThreadPoolExecutor(len(workers)) as pool:
+        pool = ThreadPoolExecutor(len(workers))
+        try:
             for mutant in pool.map(one, planned):
                 done.append(mutant)
                 mark = "S" if mutant.status in {"survived", "uncovered"} else "."
@@ -663,6 +664,9 @@ def main() -> int:
                     f"[{mutant.status} {mutant.seconds:.0f}s {mutant.killed_by}]",
                     flush=True,
                 )
+        finally:
+            # On an interrupt the mutants not started are dropped, not run.
+            pool.shutdown(wait=False, cancel_futures=True)
     finally:
         for worker in workers:
             worker.stop()
