@@ -65,6 +65,7 @@ SESSION = "tests/core/test_decisions_session.py"
 POLICY = "tests/core/test_decisions_policy.py"
 CACHE = "tests/core/test_decisions_cache.py"
 LOCKS = "tests/core/test_decisions_locks.py"
+ASYNC = "tests/core/test_decisions_async.py"
 CHANNELS = "tests/stores/test_channels.py"
 FORK = "tests/stores/test_fork.py"
 
@@ -89,7 +90,7 @@ TARGETS = {
     ),
     "drivers": Target(
         "watcher_auth/_drivers.py",
-        (DECISIONS, SESSION, "tests/core/test_manager.py", "tests/v2/test_manager_v2.py"),
+        (DECISIONS, SESSION, ASYNC, "tests/core/test_manager.py", "tests/v2/test_manager_v2.py"),
         always=(PROCESSES,),
     ),
     "session": Target(
@@ -98,7 +99,13 @@ TARGETS = {
     ),
     "locks": Target(
         "watcher_auth/_locks.py",
-        (LOCKS, DECISIONS, "tests/core/test_manager.py", "tests/stores/test_async_memory.py"),
+        (
+            LOCKS,
+            DECISIONS,
+            ASYNC,
+            "tests/core/test_manager.py",
+            "tests/stores/test_async_memory.py",
+        ),
     ),
     "policy": Target(
         "watcher_auth/_policy.py",
