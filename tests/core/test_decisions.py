@@ -466,3 +466,27 @@ def test_a_login_again_through_the_provider_reports_how_long_it_took(
     connected = [e for e in events if e.type is EventType.CONNECTED]
     assert len(connected) == 1 and connected[0].duration is not None
     assert 0 <= connected[0].duration < 5
+
+
+def test_at_exactly_expiry_minus_margin_the_cached_pair_is_refreshed(
+    emulator: WatcherEmulator, fake_clock: FakeClock
+) -> None:
+    manager = _manager(emulator, fake_clock, store=CountingStore(), refresh_margin=30)
+    pair = manager.login(KEY, username="alice", password="secret")
+    assert pair.local_expires_at is not None
+    fake_clock.set(pair.local_expires_at - 30)
+    assert manager.session(KEY).get("profile").status_code == 200
+    assert emulator.stats.refreshes == 1
+
+
+def test_at_exactly_the_staleness_bound_a_copy_is_read_again(
+    emulator: WatcherEmulator, fake_clock: FakeClock
+) -> None:
+    store = CountingStore(staleness_bound=5.0)
+    manager = _manager(emulator, fake_clock, store=store)
+    manager.login(KEY, username="alice", password="secret")
+    kept_at = fake_clock()
+    store.loads = 0
+    fake_clock.set(kept_at + 5.0)
+    manager.session(KEY).get("profile")
+    assert store.loads == 1
