@@ -604,6 +604,13 @@ def main() -> int:
     parser.add_argument(
         "--exclude", action="append", default=[], help="a test file not to use (repeatable)"
     )
+    parser.add_argument(
+        "--recheck",
+        type=Path,
+        help="a results JSON: run again only its mutants killed by an --exclude'd file "
+        "(what the score was without those tests)",
+    )
+    parser.add_argument("--name", default="report", help="the results' file name stem")
     args = parser.parse_args()
 
     names = args.module or list(TARGETS)
@@ -614,6 +621,14 @@ def main() -> int:
             if args.line and mutant.line not in args.line:
                 continue
             planned.append((mutant, TARGETS[name]))
+    if args.recheck is not None:
+        earlier = json.loads(args.recheck.read_text())
+        wanted = {
+            (m["target"], m["index"])
+            for m in earlier
+            if m["status"] == "killed" and m["killed_by"].split("::")[0] in args.exclude
+        }
+        planned = [(m, t) for m, t in planned if (m.target, m.index) in wanted]
     if args.list:
         for mutant, _ in planned:
             print(f"{mutant.target}:{mutant.line} {mutant.function}: {mutant.description}")
@@ -679,24 +694,24 @@ def main() -> int:
             worker.stop()
         shutil.rmtree(WORK, ignore_errors=True)
     wall = time.monotonic() - started
-    _report(done, names, wall, selective=bool(args.line))
+    _report(done, names, wall, name=args.name)
     return 0
 
 
-def _report(done: list[Mutant], names: list[str], wall: float, *, selective: bool) -> None:
+def _report(done: list[Mutant], names: list[str], wall: float, *, name: str) -> None:
     lines = [
         "| module | mutants | killed | timeout | survived | score |",
         "|---|---|---|---|---|---|",
     ]
-    for name in names:
-        mine = [m for m in done if m.target == name]
+    for module in names:
+        mine = [m for m in done if m.target == module]
         if not mine:
             continue
         killed = sum(m.status == "killed" for m in mine)
         hung = sum(m.status == "timeout" for m in mine)
         survived = sum(m.status in {"survived", "uncovered"} for m in mine)
         score = 100.0 * (killed + hung) / len(mine)
-        path = TARGETS[name].path
+        path = TARGETS[module].path
         lines.append(f"| `{path}` | {len(mine)} | {killed} | {hung} | {survived} | {score:.1f}% |")
     lines += ["", f"Wall time: {wall / 60:.1f} min", "", "Survivors:", ""]
     for m in done:
@@ -706,9 +721,8 @@ def _report(done: list[Mutant], names: list[str], wall: float, *, selective: boo
                 f"- `{TARGETS[m.target].path}:{m.line}` ({m.function}): {m.description}{how}"
             )
     text = "\n".join(lines) + "\n"
-    stem = "partial" if selective else "report"
-    (OUT / f"{stem}.md").write_text(text)
-    (OUT / f"{stem}.json").write_text(
+    (OUT / f"{name}.md").write_text(text)
+    (OUT / f"{name}.json").write_text(
         json.dumps([{k: v for k, v in vars(m).items() if k != "source"} for m in done], indent=1)
     )
     print(text)
