@@ -252,3 +252,17 @@ def test_a_host_learns_its_offset_from_its_own_login_or_refresh(
     assert behind.needs_refresh(elsewhere) is False
     fake_clock.advance(40)
     assert behind.needs_refresh(elsewhere) is True
+
+
+def test_after_a_notice_that_anything_changed_no_echo_is_awaited_any_more(
+    emulator: WatcherEmulator, fake_clock: FakeClock, store: ChannelStore
+) -> None:
+    store.echo = False
+    manager = TokenManager(emulator.url, store=store, clock=fake_clock, timeout=5.0)
+    manager.login(KEY, username="alice", password="secret")  # its echo is still on its way
+    store.channel.notify(None)  # the channel reconnected: every copy and awaited echo goes
+    _calls(manager)  # read again and kept
+    store.loads = 0
+    store.channel.notify(manager.store_key(KEY))  # not an echo: another process wrote
+    _calls(manager)
+    assert store.loads == 1
