@@ -490,3 +490,15 @@ def test_at_exactly_the_staleness_bound_a_copy_is_read_again(
     fake_clock.set(kept_at + 5.0)
     manager.session(KEY).get("profile")
     assert store.loads == 1
+
+
+@pytest.mark.parametrize("bad_key", ["", 42, None])
+def test_a_user_key_must_be_a_non_empty_string(
+    emulator: WatcherEmulator, fake_clock: FakeClock, bad_key: object
+) -> None:
+    from watcher_auth import ConfigurationError
+
+    manager = _manager(emulator, fake_clock)
+    with pytest.raises(ConfigurationError, match="non-empty string"):
+        manager.login(bad_key, username="alice", password="secret")  # type: ignore[arg-type]
+    assert emulator.stats.password_logins == 0

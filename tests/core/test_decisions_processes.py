@@ -143,3 +143,31 @@ def test_workers_that_find_the_token_expired_at_once_refresh_it_once(
     assert answers == [200] * WORKERS
     stats = emulator.stats
     assert (stats.refreshes, stats.unauthorized, stats.password_logins) == (1, 0, 1)
+
+
+def _child_calls(manager: TokenManager, results: Any) -> None:
+    try:
+        store = manager.store
+        before = store.loads  # type: ignore[attr-defined]
+        manager.session(KEY).get("profile")
+        results.put(store.loads - before)  # type: ignore[attr-defined]
+    except BaseException as exc:
+        results.put(repr(exc))
+
+
+def test_a_child_process_after_fork_reads_the_store_instead_of_its_parents_copies(
+    watcher_emulator_factory: EmulatorFactory,
+) -> None:
+    from tests.core.test_decisions import CountingStore
+
+    emulator = watcher_emulator_factory(access_lifetime=300)
+    manager = TokenManager(emulator.url, store=CountingStore(), timeout=10.0)
+    manager.login(KEY, username="alice", password="secret")
+    manager.session(KEY).get("profile")  # the parent keeps a copy
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    child = ctx.Process(target=_child_calls, args=(manager, results))
+    child.start()
+    loads = results.get(timeout=60)
+    child.join(30)
+    assert loads == 1
