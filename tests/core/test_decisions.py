@@ -502,3 +502,27 @@ def test_a_user_key_must_be_a_non_empty_string(
     with pytest.raises(ConfigurationError, match="non-empty string"):
         manager.login(bad_key, username="alice", password="secret")  # type: ignore[arg-type]
     assert emulator.stats.password_logins == 0
+
+
+def test_a_login_that_waited_for_another_processs_refresh_says_how_long(
+    watcher_emulator_factory, fake_clock: FakeClock
+) -> None:
+    emulator = watcher_emulator_factory(
+        clock=fake_clock, access_lifetime=LIFETIME, refresh_latency=0.6
+    )
+    store = CountingStore()
+    elsewhere = _manager(emulator, fake_clock, store=store)  # another process, to the store
+    here = _manager(emulator, fake_clock, store=store)
+    elsewhere.login(KEY, username="alice", password="secret")
+    fake_clock.advance(LIFETIME)
+    events: list[WatcherEvent] = []
+    here.add_listener(events.append)
+    refreshing = threading.Thread(target=lambda: elsewhere.session(KEY).get("profile"))
+    refreshing.start()
+    deadline = time.monotonic() + 5
+    while not store.held and time.monotonic() < deadline:
+        time.sleep(0.01)
+    here.login(KEY, username="alice", password="secret")
+    refreshing.join(10)
+    waits = [e.duration for e in events if e.type is EventType.LOCK_WAITED]
+    assert len(waits) == 1 and waits[0] is not None and 0.1 < waits[0] < 5.0
