@@ -610,6 +610,18 @@ def main() -> int:
         help="a results JSON: run again only its mutants killed by an --exclude'd file "
         "(what the score was without those tests)",
     )
+    parser.add_argument(
+        "--survivors",
+        type=Path,
+        help="a results JSON: run again only its survivors (after tests were added)",
+    )
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        action="append",
+        default=[],
+        help="results JSONs to combine into one report, later ones winning (no run)",
+    )
     parser.add_argument("--name", default="report", help="the results' file name stem")
     args = parser.parse_args()
 
@@ -629,6 +641,27 @@ def main() -> int:
             if m["status"] == "killed" and m["killed_by"].split("::")[0] in args.exclude
         }
         planned = [(m, t) for m, t in planned if (m.target, m.index) in wanted]
+    if args.survivors is not None:
+        earlier = json.loads(args.survivors.read_text())
+        wanted = {
+            (m["target"], m["index"]) for m in earlier if m["status"] in {"survived", "uncovered"}
+        }
+        planned = [(m, t) for m, t in planned if (m.target, m.index) in wanted]
+    if args.merge:
+        results: dict[tuple[str, int], dict[str, object]] = {}
+        for path in args.merge:
+            for m in json.loads(path.read_text()):
+                results[(m["target"], m["index"])] = m
+        merged = []
+        for mutant, _ in planned:
+            found = results.get((mutant.target, mutant.index))
+            if found is not None:
+                mutant.status = str(found["status"])
+                mutant.seconds = float(found["seconds"])  # type: ignore[arg-type]
+                mutant.killed_by = str(found["killed_by"])
+                merged.append(mutant)
+        _report(merged, names, 0.0, name=args.name)
+        return 0
     if args.list:
         for mutant, _ in planned:
             print(f"{mutant.target}:{mutant.line} {mutant.function}: {mutant.description}")
