@@ -253,6 +253,27 @@ def test_a_process_that_finds_the_pair_refreshed_elsewhere_uses_it_without_the_s
     assert here.session(KEY).get("profile").status_code == 200
     assert emulator.stats.refreshes == 1
     assert store.locks == locks + 1  # the other process's refresh only
+    store.loads = 0
+    assert here.session(KEY).get("profile").status_code == 200
+    assert store.loads == 0  # and keeps it
+
+
+def test_a_process_that_waited_at_the_stores_lock_for_another_refresh_keeps_its_pair(
+    emulator: WatcherEmulator, fake_clock: FakeClock
+) -> None:
+    store = CountingStore()
+    elsewhere = _manager(emulator, fake_clock, store=store)
+    here = _manager(emulator, fake_clock, store=store)
+    elsewhere.login(KEY, username="alice", password="secret")
+    fake_clock.advance(LIFETIME)
+    # This process reads the expired pair, reads it again before taking the store's lock,
+    # and only then does another process refresh it.
+    store.after_load = lambda: setattr(store, "after_load", lambda: elsewhere.refresh(KEY))
+    assert here.session(KEY).get("profile").status_code == 200
+    assert emulator.stats.refreshes == 1
+    store.loads = 0
+    assert here.session(KEY).get("profile").status_code == 200
+    assert store.loads == 0
 
 
 def test_threads_of_one_process_queue_on_its_own_lock_before_the_stores(
@@ -432,6 +453,12 @@ def test_a_refresh_whose_answer_was_lost_then_rejected_says_so(
     with pytest.raises(ReauthenticationRequired) as caught:
         manager.session(KEY).get("profile")
     assert caught.value.reason == "refresh_answer_lost"
+    manager.login(KEY, username="alice", password="secret")
+    emulator.revoke("alice")
+    fake_clock.advance(LIFETIME)
+    with pytest.raises(ReauthenticationRequired) as caught:
+        manager.session(KEY).get("profile")
+    assert caught.value.reason == "refresh_rejected"  # the lost answer was told once
 
 
 def test_a_rejection_after_an_answered_refresh_is_a_plain_rejection(

@@ -241,9 +241,11 @@ def test_a_host_learns_its_offset_from_its_own_login_or_refresh(
     store = ChannelStore()
     synced = TokenManager(emulator.url, store=store, clock=fake_clock, timeout=5.0)
     behind = TokenManager(emulator.url, store=store, clock=lambda: fake_clock() - 600, timeout=5.0)
-    behind.login(KEY, username="alice", password="secret")
-    if how == "refresh":
-        behind.refresh(KEY)
+    if how == "login":
+        behind.login(KEY, username="alice", password="secret")
+    else:
+        synced.login(KEY, username="alice", password="secret")
+        behind.refresh(KEY)  # its only word with Watcher
     elsewhere = synced.login("other-key", username="alice", password="secret")
     assert elsewhere.local_expires_at is not None
     # The pair the synced host got, judged by the host whose clock is behind: fresh on
