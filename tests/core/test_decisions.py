@@ -553,3 +553,76 @@ def test_a_login_that_waited_for_another_processs_refresh_says_how_long(
     refreshing.join(10)
     waits = [e.duration for e in events if e.type is EventType.LOCK_WAITED]
     assert len(waits) == 1 and waits[0] is not None and 0.1 < waits[0] < 5.0
+
+
+@pytest.mark.parametrize("answer", [("alice", ""), ("alice",), ("alice", 5), ["alice", "secret"]])
+def test_a_credentials_provider_answer_that_is_not_a_username_and_password_is_refused(
+    emulator: WatcherEmulator, fake_clock: FakeClock, answer: object
+) -> None:
+    from watcher_auth import ConfigurationError
+
+    manager = _manager(emulator, fake_clock, credentials=lambda key: answer)
+    with pytest.raises(ConfigurationError, match="credentials provider"):
+        manager.session(KEY).get("profile")
+    assert emulator.stats.password_logins == 0
+
+
+class FailingStore(CountingStore):
+    """A store whose reads fail the way an unreachable database does."""
+
+    def load(self, key: StoreKey) -> TokenPair | None:
+        from watcher_auth import StoreError
+
+        raise StoreError("the token store is unreachable")
+
+
+def test_a_store_failure_reaches_the_caller_and_is_reported_as_an_event(
+    emulator: WatcherEmulator, fake_clock: FakeClock
+) -> None:
+    from watcher_auth import StoreError
+
+    manager = _manager(emulator, fake_clock, store=FailingStore())
+    events: list[WatcherEvent] = []
+    manager.add_listener(events.append)
+    with pytest.raises(StoreError):
+        manager.session(KEY).get("profile")
+    assert [(e.type, e.error) for e in events] == [(EventType.STORE_ERROR, "StoreError")]
+
+
+def test_a_lock_timeout_is_not_reported_as_a_store_failure(
+    watcher_emulator_factory, fake_clock: FakeClock
+) -> None:
+    emulator = watcher_emulator_factory(
+        clock=fake_clock, access_lifetime=LIFETIME, refresh_latency=1.0
+    )
+    store = CountingStore()
+    elsewhere = _manager(emulator, fake_clock, store=store)
+    here = _manager(emulator, fake_clock, store=store, lock_timeout=0.2)
+    elsewhere.login(KEY, username="alice", password="secret")
+    fake_clock.advance(LIFETIME)
+    events: list[WatcherEvent] = []
+    here.add_listener(events.append)
+    refreshing = threading.Thread(target=lambda: elsewhere.session(KEY).get("profile"))
+    refreshing.start()
+    deadline = time.monotonic() + 5
+    while not store.held and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(StoreLockTimeout):
+        here.login(KEY, username="alice", password="secret")
+    refreshing.join(10)
+    assert [e for e in events if e.type is EventType.STORE_ERROR] == []
+
+
+def test_an_answer_larger_than_max_response_bytes_is_refused(
+    watcher_emulator_factory, fake_clock: FakeClock
+) -> None:
+    from watcher_auth import ResponseTooLarge
+
+    emulator = watcher_emulator_factory(clock=fake_clock, seed_users=False)
+    emulator.add_user("carol", "pw", streams=40)
+    manager = _manager(emulator, fake_clock, max_response_bytes=2048)
+    manager.login(KEY, username="carol", password="pw")
+    session = manager.session(KEY)
+    assert session.get("profile").status_code == 200
+    with pytest.raises(ResponseTooLarge):
+        session.get("streams")
