@@ -167,12 +167,20 @@ def test_a_waiter_whose_event_loop_is_gone_is_skipped() -> None:
     loop.run_until_complete(asyncio.sleep(0.05))  # the task is queued for the lock
     loop.close()  # ...and its loop is gone, with the task still waiting
     del abandoned
-    waiter = threading.Thread(target=lambda: (locks.acquire("k", 5), locks.release("k")))
+    got: list[bool] = []
+
+    def wait() -> None:
+        got.append(locks.acquire("k", 2))
+        if got[-1]:
+            locks.release("k")
+
+    waiter = threading.Thread(target=wait)
     waiter.start()
     time.sleep(0.05)
+    started = time.monotonic()
     locks.release("k")
     waiter.join(5)
-    assert not waiter.is_alive()
+    assert got == [True] and time.monotonic() - started < 1
     assert len(locks) == 0
 
 
@@ -182,3 +190,18 @@ def test_reset_forgets_every_holder() -> None:
     locks.reset()
     assert len(locks) == 0
     assert locks.acquire("k", 0) is True
+
+
+def test_a_zero_timeout_on_a_held_lock_gives_up_at_once() -> None:
+    locks = KeyedLocks()
+    locks.acquire("k")
+    started = time.monotonic()
+    assert locks.acquire("k", 0) is False
+
+    async def main() -> bool:
+        return await locks.acquire_async("k", 0)
+
+    assert asyncio.run(main()) is False
+    assert time.monotonic() - started < 1
+    locks.release("k")
+    assert len(locks) == 0
