@@ -213,3 +213,25 @@ def test_one_async_task_more_than_max_waiters_is_refused_at_once(
             await asyncio.gather(first, second)
 
     run(main)
+
+
+def test_an_async_store_failure_reaches_the_caller_and_is_reported_as_an_event(
+    emulator: WatcherEmulator, fake_clock: FakeClock
+) -> None:
+    from watcher_auth import StoreError, StoreKey, TokenPair
+    from watcher_auth.stores.memory import AsyncMemoryStore
+
+    class FailingStore(AsyncMemoryStore):
+        async def load(self, key: StoreKey) -> TokenPair | None:
+            raise StoreError("the token store is unreachable")
+
+    events: list[WatcherEvent] = []
+
+    async def main() -> None:
+        async with AsyncTokenManager(emulator.url, store=FailingStore(), clock=fake_clock) as m:
+            m.add_listener(events.append)
+            with pytest.raises(StoreError):
+                await m.current_tokens(KEY)
+
+    run(main)
+    assert [(e.type, e.error) for e in events] == [(EventType.STORE_ERROR, "StoreError")]
