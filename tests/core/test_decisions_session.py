@@ -151,15 +151,19 @@ def test_a_cookie_one_answer_sets_never_rides_on_the_next_call(
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/page"
+        url = f"http://localhost:{server.server_address[1]}/page"
+        from watcher_auth import WatcherSession
+
         session = connected.session(KEY)
-        session.get(url)
-        session.get(url)
+        by_hand = WatcherSession(base_url=emulator.v3_url, auth=connected.auth(KEY), timeout=5.0)
+        for each in (session, by_hand):
+            each.get(url)
+            each.get(url)
     finally:
         server.shutdown()
         server.server_close()
-    assert seen == [None, None]
-    assert len(session.cookies) == 0
+    assert seen == [None, None, None, None]
+    assert len(session.cookies) == 0 and len(by_hand.cookies) == 0
 
 
 def test_every_session_of_a_manager_shares_the_managers_connection_pool(
