@@ -101,3 +101,58 @@ def test_an_explicit_margin_is_honoured_and_the_default_applies_without_one() ->
     assert needs_refresh(pair, NOW + 300 - 100) is False
     assert needs_refresh(pair, NOW + 300 - 30) is True
     assert needs_refresh(TokenPair("a", "r", None), NOW + 10**6) is False
+
+
+def test_a_page_lists_its_items_under_watchers_key_the_paths_name_or_its_one_list() -> None:
+    from watcher_auth._policy import list_items
+
+    assert list_items({"users_list": [1], "users": "x"}, "users") == [1]
+    assert list_items({"streams": [1, 2], "other": [3]}, "streams?limit=2") == [1, 2]
+    assert list_items({"items": [4], "next": None}, "folders/7/cameras") == [4]
+    assert list_items({"a": [1], "b": [2]}, "x", item_key="b") == [2]
+    with pytest.raises(WatcherProtocolError, match="no 'x' list"):
+        list_items({"a": [1], "b": [2]}, "x")
+    with pytest.raises(WatcherProtocolError, match="no 'users_list' list"):
+        list_items({"next": None}, "users")
+    with pytest.raises(WatcherProtocolError, match="not a JSON object"):
+        list_items([1], "x")
+
+
+def test_paging_stops_after_max_pages_and_refuses_a_repeated_or_odd_cursor() -> None:
+    from watcher_auth import WatcherPaginationError
+    from watcher_auth._policy import CursorPages
+
+    pages = CursorPages("streams", limit=2, max_pages=2)
+    assert pages.query == {"limit": 2}
+    assert pages.take({"streams": [1], "next": "c1"}) == ([1], True)
+    assert pages.query == {"limit": 2, "cursor": "c1"}
+    assert pages.take({"streams": [2], "next": "c2"}) == ([2], False)  # the second page ends it
+    circling = CursorPages("streams")
+    assert circling.take({"streams": [1], "next": "c1"}) == ([1], True)
+    assert circling.take({"streams": [2], "next": "c2"}) == ([2], True)
+    with pytest.raises(WatcherPaginationError):
+        circling.take({"streams": [3], "next": "c1"})
+    with pytest.raises(WatcherProtocolError, match="non-string cursor"):
+        CursorPages("streams").take({"streams": [], "next": 5})
+    assert CursorPages("streams").take({"streams": [9], "next": ""}) == ([9], False)
+
+
+@pytest.mark.parametrize("exp", [0, -5, 1e11, True])
+def test_an_access_token_without_a_plausible_exp_is_refused(exp: object) -> None:
+    with pytest.raises(WatcherProtocolError, match="exp"):
+        parse_token_response(200, {}, _answer({"exp": exp}), received_at=NOW)
+
+
+@pytest.mark.parametrize("token", ["", 42])
+def test_an_access_token_that_is_not_a_non_empty_string_is_refused(token: object) -> None:
+    body = json.dumps({"access_token": token, "refresh_token": "r"}).encode()
+    with pytest.raises(WatcherProtocolError, match="not a string"):
+        parse_token_response(200, {}, body, received_at=NOW)
+
+
+def test_an_implausible_iat_is_ignored_and_the_date_header_used_instead() -> None:
+    date = formatdate(NOW + 600, usegmt=True)
+    body = _answer({"iat": "yesterday", "exp": NOW + 900})
+    pair = parse_token_response(200, {"Date": date}, body, received_at=NOW)
+    assert pair.clock_offset == pytest.approx(600.5)
+    assert pair.issued_at == pytest.approx(NOW + 600.5)
