@@ -156,3 +156,30 @@ def test_an_implausible_iat_is_ignored_and_the_date_header_used_instead() -> Non
     pair = parse_token_response(200, {"Date": date}, body, received_at=NOW)
     assert pair.clock_offset == pytest.approx(600.5)
     assert pair.issued_at == pytest.approx(NOW + 600.5)
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (408, "WatcherUnavailable"),
+        (425, "WatcherUnavailable"),
+        (429, "WatcherUnavailable"),
+        (500, "WatcherUnavailable"),
+        (409, "WatcherProtocolError"),
+        (426, "WatcherProtocolError"),
+    ],
+)
+def test_a_login_answered_with_a_retryable_status_means_watcher_is_unavailable(
+    status: int, kind: str
+) -> None:
+    from watcher_auth._policy import login_failure
+
+    assert type(login_failure(status, b"", refreshing=False)).__name__ == kind
+
+
+def test_a_successful_answer_that_is_not_json_is_a_protocol_error() -> None:
+    from watcher_auth._policy import decode_answer
+
+    with pytest.raises(WatcherProtocolError, match="not JSON"):
+        decode_answer(200, b"<html>", method="GET", path="/watcher/client-api/v3/streams")
+    assert decode_answer(200, b'{"a": 1}', method="GET", path="/x") == {"a": 1}
