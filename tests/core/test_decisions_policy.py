@@ -183,3 +183,11 @@ def test_a_successful_answer_that_is_not_json_is_a_protocol_error() -> None:
     with pytest.raises(WatcherProtocolError, match="not JSON"):
         decode_answer(200, b"<html>", method="GET", path="/watcher/client-api/v3/streams")
     assert decode_answer(200, b'{"a": 1}', method="GET", path="/x") == {"a": 1}
+
+
+def test_the_lifetime_cap_counts_from_the_servers_clock_when_it_is_behind() -> None:
+    iat = NOW - 600  # Watcher's clock is ten minutes behind this host's
+    body = _answer({"iat": iat, "exp": iat + 10 * 86400})
+    pair = parse_token_response(200, {}, body, received_at=NOW, max_lifetime=3600)
+    assert pair.expires_at == pytest.approx(iat + 0.5 + 3600)
+    assert pair.local_expires_at == pytest.approx(NOW + 3600)
