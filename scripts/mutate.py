@@ -113,7 +113,12 @@ TARGETS = {
     ),
     "v2_policy": Target(
         "watcher_auth/v2/_policy.py",
-        ("tests/v2/test_policy_v2.py", "tests/v2/test_manager_v2.py", "tests/v2/test_auth_v2.py"),
+        (
+            "tests/v2/test_policy_v2.py",
+            POLICY,
+            "tests/v2/test_manager_v2.py",
+            "tests/v2/test_auth_v2.py",
+        ),
     ),
     "v2_lifecycle": Target(
         "watcher_auth/v2/_lifecycle.py",

@@ -191,3 +191,57 @@ def test_the_lifetime_cap_counts_from_the_servers_clock_when_it_is_behind() -> N
     pair = parse_token_response(200, {}, body, received_at=NOW, max_lifetime=3600)
     assert pair.expires_at == pytest.approx(iat + 0.5 + 3600)
     assert pair.local_expires_at == pytest.approx(NOW + 3600)
+
+
+def test_the_v2_system_key_comes_from_the_setting_else_the_environment_and_is_checked() -> None:
+    from watcher_auth import ConfigurationError
+    from watcher_auth.v2._policy import SYSTEM_API_KEY_ENV, system_api_key_setting
+
+    env = {SYSTEM_API_KEY_ENV: "from-env"}
+    assert system_api_key_setting("from-setting", setting="S", environ=env) == "from-setting"
+    assert system_api_key_setting(None, setting="S", environ=env) == "from-env"
+    assert system_api_key_setting(None, setting="S", environ={}) is None
+    with pytest.raises(ConfigurationError, match="S must be a string"):
+        system_api_key_setting(42, setting="S", environ={})
+    with pytest.raises(ConfigurationError, match="set but empty"):
+        system_api_key_setting(None, setting="S", environ={SYSTEM_API_KEY_ENV: "  "})
+    with pytest.raises(ConfigurationError, match=SYSTEM_API_KEY_ENV):
+        system_api_key_setting(None, setting="S", environ={SYSTEM_API_KEY_ENV: "a b\n"})
+
+
+def test_a_v2_user_key_record_needs_its_user_and_an_unknown_kind_is_refused() -> None:
+    from watcher_auth.v2._policy import credential_headers
+
+    key = TokenPair("the-key", None, None, username="alice", scheme="user-key")
+    assert credential_headers(key) == {"x-vsaas-api-key": "the-key", "x-vsaas-user": "alice"}
+    with pytest.raises(WatcherProtocolError):
+        credential_headers(TokenPair("the-key", None, None, username=None, scheme="user-key"))
+    with pytest.raises(WatcherProtocolError):
+        credential_headers(TokenPair("x", None, None, username="alice", scheme="jwt"))
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind"),
+    [
+        (408, b"", "WatcherUnavailable"),
+        (425, b"", "WatcherUnavailable"),
+        (409, b"", "WatcherProtocolError"),
+        (426, b"", "WatcherProtocolError"),
+    ],
+)
+def test_a_v2_answer_with_a_retryable_status_means_watcher_is_unavailable(
+    status: int, body: bytes, kind: str
+) -> None:
+    from watcher_auth.v2._policy import unexpected_answer
+
+    assert type(unexpected_answer(status, body, "whoami")).__name__ == kind
+
+
+def test_a_v2_login_refusal_is_definite_only_when_watcher_itself_answered() -> None:
+    from watcher_auth import InvalidCredentials
+    from watcher_auth.v2._policy import login_failure
+
+    assert isinstance(login_failure(403, b'{"error": "bad"}'), InvalidCredentials)
+    assert isinstance(login_failure(403, b""), InvalidCredentials)
+    for page in (b"<!doctype html><p>denied", b"  <p>proxy</p>", b"Denied <html>x"):
+        assert not isinstance(login_failure(403, page), InvalidCredentials), page
