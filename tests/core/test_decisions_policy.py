@@ -245,3 +245,43 @@ def test_a_v2_login_refusal_is_definite_only_when_watcher_itself_answered() -> N
     assert isinstance(login_failure(403, b""), InvalidCredentials)
     for page in (b"<!doctype html><p>denied", b"  <p>proxy</p>", b"Denied <html>x"):
         assert not isinstance(login_failure(403, page), InvalidCredentials), page
+
+
+def test_v2_offset_paging_asks_page_after_page_until_a_short_one_or_max_pages() -> None:
+    from watcher_auth.v2._policy import OffsetPages
+
+    with pytest.raises(ValueError, match="at least 1"):
+        OffsetPages("cameras", limit=0)
+    assert OffsetPages("cameras", limit=1).query == {"limit": 1, "offset": 0}
+    pages = OffsetPages("cameras", limit=2, max_pages=2)
+    assert pages.take([1, 2]) == ([1, 2], True) and pages.query["offset"] == 2
+    assert pages.take([3, 4]) == ([3, 4], False)  # the second page ends it
+    boxed = OffsetPages("users", item_key="users", limit=2)
+    assert boxed.take({"users": [1]}) == ([1], False)
+    with pytest.raises(WatcherProtocolError, match="JSON array"):
+        OffsetPages("cameras").take({"cameras": []})
+
+
+def test_a_v2_login_answer_names_the_user_watcher_knows_or_the_one_who_logged_in() -> None:
+    from watcher_auth.v2._policy import parse_login_response
+
+    pair = parse_login_response(
+        200, b'{"session": "s1", "login": "Alice"}', username="alice", received_at=NOW
+    )
+    assert (pair.access_token, pair.username) == ("s1", "Alice")
+    for login in (b'""', b"5", b"null"):
+        body = b'{"session": "s1", "login": ' + login + b"}"
+        assert parse_login_response(200, body, username="alice", received_at=NOW).username == (
+            "alice"
+        )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"is_logged_in": false, "login": "alice"}', b'{"login": ""}', b'{"login": 5}', b"{}"],
+)
+def test_a_whoami_answer_describing_a_guest_means_the_record_is_dead(body: bytes) -> None:
+    from watcher_auth.v2._policy import whoami_answer
+
+    assert whoami_answer(200, body) is None
+    assert whoami_answer(200, b'{"is_logged_in": true, "login": "alice"}') is not None
