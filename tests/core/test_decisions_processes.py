@@ -171,3 +171,24 @@ def test_a_child_process_after_fork_reads_the_store_instead_of_its_parents_copie
     loads = results.get(timeout=60)
     child.join(30)
     assert loads == 1
+
+
+def test_a_redis_lock_held_past_its_lease_stays_held_while_its_holder_lives(
+    redis_url: str, prefix: str
+) -> None:
+    import time
+
+    from watcher_auth import StoreKey, StoreLockTimeout
+
+    key = StoreKey(server="https://watcher.test", user="lease")
+    holder = RedisStore(url=redis_url, prefix=prefix, encryption_keys=KEYS, lock_lease=0.6)
+    other = RedisStore(url=redis_url, prefix=prefix, encryption_keys=KEYS)
+    with holder.lock(key, timeout=1):
+        for _ in range(3):  # 1.5 s in all: past two leases
+            time.sleep(0.5)
+            with pytest.raises(StoreLockTimeout), other.lock(key, timeout=0.05):
+                pass
+    with other.lock(key, timeout=1):  # released at once when its holder is done
+        pass
+    holder.close()
+    other.close()
