@@ -192,3 +192,30 @@ def test_a_redis_lock_held_past_its_lease_stays_held_while_its_holder_lives(
         pass
     holder.close()
     other.close()
+
+
+def test_an_async_redis_lock_held_past_its_lease_stays_held_while_its_holder_lives(
+    redis_url: str, prefix: str
+) -> None:
+    import asyncio
+
+    from watcher_auth import StoreKey, StoreLockTimeout
+    from watcher_auth.stores.redis import AsyncRedisStore
+
+    key = StoreKey(server="https://watcher.test", user="async-lease")
+
+    async def main() -> None:
+        holder = AsyncRedisStore(url=redis_url, prefix=prefix, encryption_keys=KEYS, lock_lease=0.6)
+        other = AsyncRedisStore(url=redis_url, prefix=prefix, encryption_keys=KEYS)
+        async with holder.lock(key, timeout=1):
+            for _ in range(3):  # 1.5 s in all: past two leases
+                await asyncio.sleep(0.5)
+                with pytest.raises(StoreLockTimeout):
+                    async with other.lock(key, timeout=0.05):
+                        pass
+        async with other.lock(key, timeout=1):
+            pass
+        await holder.aclose()
+        await other.aclose()
+
+    asyncio.run(main())
