@@ -66,6 +66,7 @@ POLICY = "tests/core/test_decisions_policy.py"
 CACHE = "tests/core/test_decisions_cache.py"
 LOCKS = "tests/core/test_decisions_locks.py"
 ASYNC = "tests/core/test_decisions_async.py"
+BACKOFF = "tests/core/test_decisions_backoff.py"
 CHANNELS = "tests/stores/test_channels.py"
 FORK = "tests/stores/test_fork.py"
 
@@ -128,6 +129,7 @@ TARGETS = {
         "watcher_auth/stores/redis.py",
         (
             "tests/stores/test_leases.py",
+            BACKOFF,
             "tests/core/test_redis_store.py",
             "tests/stores/test_redis_async.py",
         ),
@@ -145,7 +147,7 @@ TARGETS = {
     ),
     "waiting": Target(
         "watcher_auth/stores/_waiting.py",
-        ("tests/stores/test_leases.py", "tests/stores/test_async_memory.py", DECISIONS),
+        (BACKOFF, "tests/stores/test_leases.py", "tests/stores/test_async_memory.py", DECISIONS),
     ),
 }
 
