@@ -369,8 +369,9 @@ class DjangoCacheStore(TokenStore):
 
     A per-process cache (``LocMemCache``) is fine for one process only, and a cache that
     evicts (memcached, Redis with an eviction policy) may drop a record, after which the
-    person connects again. The store has no change channel: copies are trusted for
-    ``staleness_bound`` seconds.
+    person connects again. On ``RedisCache`` every save and delete publishes the key's text
+    in the same round trip and :meth:`watch` listens for it; other caches have no change
+    channel, and copies are trusted for ``staleness_bound`` seconds.
 
     Args:
         alias: the ``CACHES`` alias.
@@ -398,6 +399,8 @@ class DjangoCacheStore(TokenStore):
         self.lease = max(1, math.ceil(lease))
         self.poll_interval = poll_interval
         self.staleness_bound = staleness_bound
+        self._watches: list[StoreWatch] = []
+        after_fork_in_child(self, DjangoCacheStore._forget_watches)
         try:
             cache = self.cache
         except InvalidCacheBackendError as exc:
@@ -417,10 +420,69 @@ class DjangoCacheStore(TokenStore):
 
     def save(self, key: StoreKey, pair: TokenPair) -> None:
         token = self.cipher.dumps(pair).decode("ascii")
-        self._call("write", lambda cache: cache.set(self._key("record", key), token, None))
+        self._call("write", lambda cache: self._write(cache, key, token))
 
     def delete(self, key: StoreKey) -> None:
-        self._call("write", lambda cache: cache.delete(self._key("record", key)))
+        self._call("write", lambda cache: self._write(cache, key, None))
+
+    def watch(self, on_change: ChangeListener) -> StoreWatch | None:
+        """Listen for changes on ``RedisCache``; ``None`` on other caches.
+
+        ``on_change`` runs on the listener's thread.
+        """
+        cache = self.cache
+        if not isinstance(cache, RedisCache):
+            return None
+        from watcher_auth.stores.redis import watch_channel
+
+        client = self._redis_client(cache)
+        channel = cache.make_and_validate_key(self._channel_name)
+        watch: StoreWatch = self._call(
+            "watch", lambda _cache: watch_channel(client, channel, on_change, repr(self))
+        )
+        self._watches.append(watch)
+        return watch
+
+    def close(self) -> None:
+        for watch in self._watches:
+            watch.close()
+        self._watches.clear()
+
+    def _forget_watches(self) -> None:
+        # In a forked child the listener threads are gone and their sockets are the parent's.
+        for watch in self._watches:
+            forget = getattr(watch, "forget_after_fork", None)
+            if forget is not None:
+                forget()
+        self._watches = []
+
+    def _write(self, cache: BaseCache, key: StoreKey, token: str | None) -> None:
+        name = self._key("record", key)
+        if not isinstance(cache, RedisCache):
+            if token is None:
+                cache.delete(name)
+            else:
+                cache.set(name, token, None)
+            return
+        # On Redis the change is published in the same round trip as the write.
+        full = cache.make_and_validate_key(name)
+        redis_cache: Any = cache
+        with self._redis_client(cache).pipeline(transaction=True) as pipe:
+            if token is None:
+                pipe.delete(full)
+            else:
+                pipe.set(full, redis_cache._cache._serializer.dumps(token))
+            pipe.publish(cache.make_and_validate_key(self._channel_name), str(key))
+            pipe.execute()
+
+    @property
+    def _channel_name(self) -> str:
+        return f"{self.key_prefix}:changes"
+
+    @staticmethod
+    def _redis_client(cache: RedisCache) -> Any:
+        redis_cache: Any = cache
+        return redis_cache._cache.get_client(None, write=True)
 
     @contextmanager
     def lock(self, key: StoreKey, *, timeout: float) -> Iterator[None]:

@@ -51,7 +51,7 @@ from watcher_auth.stores._watch import (
 )
 from watcher_auth.stores.base import AsyncTokenStore, ChangeListener, StoreWatch, TokenStore
 
-__all__ = ["DEFAULT_PREFIX", "DEFAULT_URL", "AsyncRedisStore", "RedisStore"]
+__all__ = ["DEFAULT_PREFIX", "DEFAULT_URL", "AsyncRedisStore", "RedisStore", "watch_channel"]
 
 logger = logging.getLogger("watcher_auth")
 
@@ -312,7 +312,7 @@ class RedisStore(_RedisLayout, TokenStore):
 
     def watch(self, on_change: ChangeListener) -> StoreWatch:
         """Listen on the store's channel; ``on_change`` runs on the listener's thread."""
-        listener = _RedisListener(self, on_change)
+        listener = _RedisListener(self.client, self.channel, on_change, repr(self))
         self._watches.add(listener)
         return listener.start(WATCH_CONNECT_WAIT)
 
@@ -342,29 +342,45 @@ class RedisStore(_RedisLayout, TokenStore):
                 self._lease_lost(key)
                 return
 
-    def _listener_client(self) -> redis.Redis:
-        pool = self.client.connection_pool
-        kwargs = _listener_kwargs(pool.connection_kwargs, Retry(NoBackoff(), 0))
-        listener_pool = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-        return redis.Redis(connection_pool=listener_pool)
-
     def _forget_inherited_watches(self) -> None:
         for listener in list(self._watches):
             listener.forget_after_fork()
         self._watches = weakref.WeakSet()
 
 
+def watch_channel(
+    client: redis.Redis, channel: bytes | str, on_change: ChangeListener, description: str
+) -> StoreWatch:
+    """Listen on a Redis pub/sub channel whose messages are changed keys' texts.
+
+    The listener has a connection of its own, made with ``client``'s settings, in a thread
+    that reconnects with backoff; ``on_change`` runs on that thread. Used by
+    :meth:`RedisStore.watch` and by stores on other Redis clients (Django's cache).
+    """
+    return _RedisListener(client, channel, on_change, description).start(WATCH_CONNECT_WAIT)
+
+
 class _RedisListener(ChannelListener):
-    def __init__(self, store: RedisStore, on_change: ChangeListener) -> None:
-        super().__init__(on_change, repr(store))
-        self._store = store
+    def __init__(
+        self,
+        client: redis.Redis,
+        channel: bytes | str,
+        on_change: ChangeListener,
+        description: str,
+    ) -> None:
+        super().__init__(on_change, description)
+        pool = client.connection_pool
+        self._pool_class = pool.connection_class
+        self._pool_kwargs = _listener_kwargs(pool.connection_kwargs, Retry(NoBackoff(), 0))
+        self._channel = channel
         self._pubsub: Any = None
         self._client: redis.Redis | None = None
 
     def _connect(self) -> None:
-        self._client = self._store._listener_client()
+        pool = redis.ConnectionPool(connection_class=self._pool_class, **self._pool_kwargs)
+        self._client = redis.Redis(connection_pool=pool)
         self._pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
-        self._pubsub.subscribe(self._store.channel)
+        self._pubsub.subscribe(self._channel)
         deadline = time.monotonic() + WATCH_CONNECT_WAIT
         while time.monotonic() < deadline:
             message = self._pubsub.get_message(timeout=0.2)
