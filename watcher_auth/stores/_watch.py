@@ -239,6 +239,14 @@ class AsyncChannelListener(_ListenerState, ABC):
             with contextlib.suppress(RuntimeError):  # its loop is already closed
                 self._task.cancel()
 
+    async def aclose(self) -> None:
+        """Stop listening and wait until the connection is closed."""
+        self.close()
+        task = self._task
+        if task is not None and task is not asyncio.current_task():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     def forget_after_fork(self) -> None:
         """In a forked child: the task's loop and connection are the parent's."""
         self._closed = True

@@ -529,7 +529,7 @@ class AsyncRedisStore(_RedisLayout, AsyncTokenStore):
 
     async def aclose(self) -> None:
         for listener in list(self._watches):
-            listener.close()
+            await listener.aclose()
         if self._owns_client:
             await self.client.aclose()
 

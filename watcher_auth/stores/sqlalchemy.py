@@ -622,7 +622,7 @@ class AsyncSQLAlchemyStore(AsyncTokenStore):
 
     async def aclose(self) -> None:
         for listener in list(self._watches):
-            listener.close()
+            await listener.aclose()
         if self._owns_engine:
             await self.engine.dispose()
 
