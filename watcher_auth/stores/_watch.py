@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
-import random
 import threading
 import weakref
 from abc import ABC, abstractmethod
@@ -22,9 +22,16 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from watcher_auth._tokens import StoreKey
+from watcher_auth.stores._waiting import Backoff
 from watcher_auth.stores.base import ChangeListener
 
-__all__ = ["AsyncChannelListener", "ChannelListener", "after_fork_in_child", "parse_key"]
+__all__ = [
+    "AsyncChannelListener",
+    "ChannelListener",
+    "after_fork_in_child",
+    "keep_from_finalizing",
+    "parse_key",
+]
 
 logger = logging.getLogger("watcher_auth")
 
@@ -35,7 +42,6 @@ RECEIVE_SLICE = 0.5  # how often a quiet listener looks whether it was closed
 # Objects a forked child must never use nor let the garbage collector finalize: their
 # sockets are the parent's.
 _INHERITED: list[object] = []
-
 
 _FORK_HOOKS: weakref.WeakKeyDictionary[Any, list[Callable[[Any], None]]] = (
     weakref.WeakKeyDictionary()
@@ -76,17 +82,8 @@ def parse_key(payload: str | bytes) -> StoreKey | None:
         return None
 
 
-class _Retry:
-    def __init__(self) -> None:
-        self.next = FIRST_RETRY
-
-    def pause(self) -> float:
-        pause = random.uniform(self.next / 2, self.next)
-        self.next = min(self.next * 2, LONGEST_RETRY)
-        return pause
-
-    def reset(self) -> None:
-        self.next = FIRST_RETRY
+def _reconnect_backoff() -> Backoff:
+    return Backoff(math.inf, first=FIRST_RETRY, cap=LONGEST_RETRY)
 
 
 class _ListenerState:
@@ -186,16 +183,16 @@ class ChannelListener(_ListenerState, ABC):
         """The connection object now held, if any."""
 
     def _run(self) -> None:
-        retry = _Retry()
+        retry = _reconnect_backoff()
         while not self._stop.is_set():
             try:
                 self._connect()
             except Exception as exc:
                 self._lost(exc)
                 self._disconnect()
-                self._stop.wait(retry.pause())
+                self._stop.wait(retry.pause() or 0)
                 continue
-            retry.reset()
+            retry = _reconnect_backoff()
             announce = self._connected()
             self._up.set()
             if announce:
@@ -271,7 +268,7 @@ class AsyncChannelListener(_ListenerState, ABC):
         """The connection object now held, if any."""
 
     async def _run(self) -> None:
-        retry = _Retry()
+        retry = _reconnect_backoff()
         try:
             while not self._closed:
                 try:
@@ -279,9 +276,9 @@ class AsyncChannelListener(_ListenerState, ABC):
                 except Exception as exc:
                     self._lost(exc)
                     await self._disconnect()
-                    await asyncio.sleep(retry.pause())
+                    await asyncio.sleep(retry.pause() or 0)
                     continue
-                retry.reset()
+                retry = _reconnect_backoff()
                 announce = self._connected()
                 self._up.set()
                 if announce:

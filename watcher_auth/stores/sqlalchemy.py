@@ -120,7 +120,6 @@ class _TokenRows:
         table: Table,
         dialect: str,
         driver: str,
-        staleness_bound: float,
     ) -> None:
         if cipher is None:
             if not encryption_keys:
@@ -131,7 +130,6 @@ class _TokenRows:
         self.cipher = cipher
         self.table = table
         self.dialect = dialect
-        self.staleness_bound = staleness_bound
         # psycopg 3 is the driver whose connections can LISTEN for the change channel.
         self.notifies = dialect == "postgresql" and driver in ("psycopg", "psycopg_async")
         self.channel = channel_name(table.fullname)
@@ -218,12 +216,13 @@ class _TokenRows:
     def drop_placeholder(self, key: StoreKey) -> Executable:
         return delete(self.table).where(and_(self.match(key), self.table.c.record.is_(None)))
 
-    def lock_failure(self, exc: OperationalError, key: StoreKey, timeout: float) -> StoreError:
-        if _sqlstate(exc) == _LOCK_NOT_AVAILABLE:
-            return StoreLockTimeout(
-                f"row lock for user key {key.user!r} not acquired in {timeout}s"
-            )
-        return StoreError(f"the database failed to take a row lock ({_describe(exc)})")
+    def timed_out(
+        self, exc: OperationalError, key: StoreKey, timeout: float
+    ) -> StoreLockTimeout | None:
+        """The timeout error if ``exc`` is PostgreSQL's ``lock_timeout`` running out."""
+        if _sqlstate(exc) != _LOCK_NOT_AVAILABLE:
+            return None
+        return StoreLockTimeout(f"row lock for user key {key.user!r} not acquired in {timeout}s")
 
     def vanishing(self, key: StoreKey) -> StoreError:
         return StoreError(f"the row lock for user key {key.user!r} kept disappearing")
@@ -267,10 +266,6 @@ class SQLAlchemyStore(TokenStore):
         engine_options: dict[str, Any] | None = None,
         staleness_bound: float = 1.0,
     ) -> None:
-        if cipher is None and not encryption_keys:
-            raise ConfigurationError(
-                "SQLAlchemyStore needs a cipher or encryption_keys: records are always encrypted"
-            )
         self._owns_engine = isinstance(engine, str)
         self.engine = _make_engine(engine, engine_options) if isinstance(engine, str) else engine
         self.table = token_table(metadata if metadata is not None else MetaData(), table_name)
@@ -281,7 +276,6 @@ class SQLAlchemyStore(TokenStore):
             self.table,
             self.engine.dialect.name,
             self.engine.dialect.driver,
-            staleness_bound,
         )
         self.cipher = self._rows.cipher
         self.staleness_bound = staleness_bound
@@ -391,7 +385,10 @@ class SQLAlchemyStore(TokenStore):
                     return
                 self._insert_placeholder(conn, key)
         except OperationalError as exc:
-            raise self._rows.lock_failure(exc, key, timeout) from None
+            timed_out = self._rows.timed_out(exc, key, timeout)
+            if timed_out is not None:
+                raise timed_out from None
+            raise
         raise self._rows.vanishing(key)
 
     def _insert_placeholder(self, conn: Connection, key: StoreKey) -> None:
@@ -512,11 +509,6 @@ class AsyncSQLAlchemyStore(AsyncTokenStore):
         engine_options: dict[str, Any] | None = None,
         staleness_bound: float = 1.0,
     ) -> None:
-        if cipher is None and not encryption_keys:
-            raise ConfigurationError(
-                "AsyncSQLAlchemyStore needs a cipher or encryption_keys: "
-                "records are always encrypted"
-            )
         self._owns_engine = isinstance(engine, str)
         if isinstance(engine, str):
             engine = _make_async_engine(engine, engine_options)
@@ -529,7 +521,6 @@ class AsyncSQLAlchemyStore(AsyncTokenStore):
             self.table,
             engine.dialect.name,
             engine.dialect.driver,
-            staleness_bound,
         )
         self.cipher = self._rows.cipher
         self.staleness_bound = staleness_bound
@@ -639,7 +630,10 @@ class AsyncSQLAlchemyStore(AsyncTokenStore):
                     return
                 await conn.execute(self._rows.placeholder(key))
         except OperationalError as exc:
-            raise self._rows.lock_failure(exc, key, timeout) from None
+            timed_out = self._rows.timed_out(exc, key, timeout)
+            if timed_out is not None:
+                raise timed_out from None
+            raise
         raise self._rows.vanishing(key)
 
     async def _finish(self, conn: AsyncConnection, key: StoreKey, *, quiet: bool) -> None:
