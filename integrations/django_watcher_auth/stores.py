@@ -100,9 +100,9 @@ class DjangoModelStore(TokenStore):
     With ``ATOMIC_REQUESTS`` on the store's database, point ``using`` at a second alias of
     the same database, so a refresh commits at once instead of with the request.
 
-    On PostgreSQL (psycopg 3) every save and delete sends ``pg_notify`` with the key's text
-    in its transaction and :meth:`watch` listens on a connection of its own; on other
-    databases there is no change channel and copies are trusted for ``staleness_bound``.
+    On PostgreSQL with psycopg 3 every save and delete sends ``pg_notify`` with the key's
+    text in its transaction and :meth:`watch` listens on a connection of its own; elsewhere
+    there is no change channel and copies are trusted for ``staleness_bound``.
 
     Args:
         using: the database alias; by default the router's choice for the model.
@@ -298,7 +298,10 @@ class DjangoModelStore(TokenStore):
     def _channel(self) -> str | None:
         if connections[self.using].vendor != "postgresql":
             return None
-        return channel_name(WatcherAccount._meta.db_table)
+        from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+        # The listener needs psycopg 3; with psycopg2 there is no channel.
+        return channel_name(WatcherAccount._meta.db_table) if is_psycopg3 else None
 
     def _notify(self, key: StoreKey) -> None:
         channel = self._channel()

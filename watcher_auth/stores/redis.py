@@ -415,7 +415,8 @@ class AsyncRedisStore(_RedisLayout, AsyncTokenStore):
     lock and change channel, every call a coroutine.
 
     Use one instance per event loop (redis.asyncio connections belong to the loop that opened
-    them).
+    them). The lease watchdog is a task on that loop: a holder that blocks the loop for
+    longer than ``lock_lease`` may lose its lock.
 
     Args:
         client: a ``redis.asyncio.Redis`` client to use; by default one is made from ``url``.
