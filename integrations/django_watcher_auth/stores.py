@@ -240,6 +240,10 @@ class DjangoModelStore(TokenStore):
             raise self._failure("read", exc) from exc
         return (StoreKey(server=s, user=u, api=a) for s, u, a in found)
 
+    def as_async(self) -> AsyncDjangoModelStore:
+        """This store for an async manager (see :class:`AsyncDjangoModelStore`)."""
+        return AsyncDjangoModelStore(self)
+
     # --- beyond the contract --------------------------------------------------------------
 
     def account(self, key: StoreKey) -> WatcherAccount | None:
@@ -459,6 +463,10 @@ class DjangoCacheStore(TokenStore):
                 forget()
         self._watches = []
 
+    def as_async(self) -> AsyncDjangoCacheStore:
+        """This store for an async manager (see :class:`AsyncDjangoCacheStore`)."""
+        return AsyncDjangoCacheStore(self)
+
     def _write(self, cache: BaseCache, key: StoreKey, token: str | None) -> None:
         name = self._key("record", key)
         if not isinstance(cache, RedisCache):
@@ -585,7 +593,7 @@ class DjangoCacheStore(TokenStore):
 
 
 class AsyncDjangoModelStore(AsyncStoreAdapter):
-    """The async twin of :class:`DjangoModelStore` (same options).
+    """The async twin of :class:`DjangoModelStore`: give it one, or its options.
 
     Django's database connections belong to threads: reads and writes run on Django's
     thread-sensitive executor (``sync_to_async(thread_sensitive=True)``, as Django's own
@@ -595,8 +603,8 @@ class AsyncDjangoModelStore(AsyncStoreAdapter):
 
     store: DjangoModelStore
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(DjangoModelStore(**options))
+    def __init__(self, store: DjangoModelStore | None = None, **options: Any) -> None:
+        super().__init__(store if store is not None else DjangoModelStore(**options))
 
     async def aclose(self) -> None:
         """Stop watching and close the connection of Django's thread-sensitive executor."""
@@ -619,7 +627,7 @@ class AsyncDjangoModelStore(AsyncStoreAdapter):
 
 
 class AsyncDjangoCacheStore(AsyncStoreAdapter):
-    """The async twin of :class:`DjangoCacheStore` (same options).
+    """The async twin of :class:`DjangoCacheStore`: give it one, or its options.
 
     Django's cache backends answer their async methods by running the sync ones in a
     thread; this store does the same for every call, and holds each lock (and its lease
@@ -628,8 +636,8 @@ class AsyncDjangoCacheStore(AsyncStoreAdapter):
 
     store: DjangoCacheStore
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(DjangoCacheStore(**options))
+    def __init__(self, store: DjangoCacheStore | None = None, **options: Any) -> None:
+        super().__init__(store if store is not None else DjangoCacheStore(**options))
 
     def __repr__(self) -> str:
         return (

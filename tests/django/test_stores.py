@@ -479,3 +479,13 @@ def test_the_stores_without_a_channel_say_so() -> None:
     locmem = DjangoCacheStore(alias="default", staleness_bound=3.0)
     assert locmem.watch(lambda key: None) is None
     assert locmem.staleness_bound == 3.0
+
+
+def test_an_async_manager_gets_the_django_twin_of_a_django_store() -> None:
+    from watcher_auth.stores import resolve_async_store
+
+    cache_store = DjangoCacheStore(alias="default")
+    twin = resolve_async_store(cache_store)
+    assert isinstance(twin, AsyncDjangoCacheStore) and twin.store is cache_store
+    model_twin = resolve_async_store("django_watcher_auth.stores.DjangoModelStore")
+    assert isinstance(model_twin, AsyncDjangoModelStore)
