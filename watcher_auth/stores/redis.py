@@ -494,14 +494,19 @@ class AsyncRedisStore(_RedisLayout, AsyncTokenStore):
         while True:
             try:
                 with self._errors("take a lock"):
-                    if await self.client.set(name, owner, nx=True, px=_ms(self.lock_lease)):
-                        break
+                    taken = await self.client.set(name, owner, nx=True, px=_ms(self.lock_lease))
+                if _cancelled_meanwhile():
+                    # redis.asyncio may retry a command its cancellation interrupted, and
+                    # the cancellation is lost: honour it here.
+                    raise asyncio.CancelledError
             except asyncio.CancelledError:
                 # The SET may have reached Redis: drop the lock if it did.
                 cleanup = asyncio.ensure_future(self._release_quietly(key, name, owner))
                 _BACKGROUND.add(cleanup)
                 cleanup.add_done_callback(_BACKGROUND.discard)
                 raise
+            if taken:
+                break
             pause = wait.pause()
             if pause is None:
                 raise self._timed_out(key, timeout)
@@ -544,7 +549,8 @@ class AsyncRedisStore(_RedisLayout, AsyncTokenStore):
     async def _release_quietly(self, key: StoreKey, name: bytes, owner: str) -> None:
         try:
             await self._release(keys=[name], args=[owner])
-        except redis.RedisError as exc:
+        except Exception as exc:
+            # Also what redis.asyncio raises from a connection a cancellation broke.
             self._release_failed(key, exc)
 
     async def _renew(self, key: StoreKey, name: bytes, owner: str) -> None:
@@ -552,7 +558,7 @@ class AsyncRedisStore(_RedisLayout, AsyncTokenStore):
             await asyncio.sleep(self.lock_lease / 3)
             try:
                 extended = await self._extend(keys=[name], args=[owner, _ms(self.lock_lease)])
-            except redis.RedisError as exc:
+            except Exception as exc:
                 logger.warning("could not extend the Redis lock (%s)", type(exc).__name__)
                 continue
             if not extended:
@@ -619,6 +625,13 @@ class _AsyncRedisListener(AsyncChannelListener):
 
     def _connection(self) -> object:
         return (self._pubsub, self._client)
+
+
+def _cancelled_meanwhile() -> bool:
+    """Whether the running task was asked to cancel (Python 3.11+ keeps count)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return bool(cancelling is not None and cancelling())
 
 
 def _ms(seconds: float) -> int:
