@@ -386,11 +386,14 @@ class AsyncTokenStoreContract:
     ) -> None:
         async def scenario() -> None:
             async with store.lock(key, timeout=5):
-                waiter = asyncio.ensure_future(other_store.lock(key, timeout=10).__aenter__())
-                await asyncio.sleep(0.1)
-                waiter.cancel()
-                with pytest.raises(asyncio.CancelledError):
-                    await waiter
+                # Cancelled at different moments: while sleeping between attempts, and in
+                # the middle of an attempt.
+                for delay in (0.1, 0, 0.001, 0.002, 0.003, 0.005, 0.008, 0.013, 0.021, 0.034):
+                    waiter = asyncio.ensure_future(other_store.lock(key, timeout=3).__aenter__())
+                    await asyncio.sleep(delay)
+                    waiter.cancel()
+                    with pytest.raises(asyncio.CancelledError):
+                        await waiter
             async with other_store.lock(key, timeout=2):
                 pass
 
