@@ -47,22 +47,40 @@ def make_store(request: pytest.FixtureRequest, postgres_url: str, postgres_table
     )
 
 
-def try_lock(make: Make, timeout: float) -> float:
-    """Take and release ``KEY``'s lock with a new store; returns when it was taken."""
+def try_lock(make: Make, timeout: float, moments: list[float] | None = None) -> float:
+    """Take and release ``KEY``'s lock with a new store; returns when it was taken.
+
+    The store connects first; ``moments`` gets when the wait began and, if it timed out,
+    when it gave up.
+    """
     store = make()
     if isinstance(store, AsyncSQLAlchemyStore):
 
         async def take() -> float:
             try:
+                await store.load(KEY)
+                if moments is not None:
+                    moments.append(time.monotonic())
                 async with store.lock(KEY, timeout=timeout):
                     return time.monotonic()
+            except StoreLockTimeout:
+                if moments is not None:
+                    moments.append(time.monotonic())
+                raise
             finally:
                 await store.aclose()
 
         return asyncio.run(take())
     try:
+        store.load(KEY)
+        if moments is not None:
+            moments.append(time.monotonic())
         with store.lock(KEY, timeout=timeout):
             return time.monotonic()
+    except StoreLockTimeout:
+        if moments is not None:
+            moments.append(time.monotonic())
+        raise
     finally:
         store.close()
 
@@ -82,10 +100,11 @@ def test_a_row_lock_waiter_gives_up_at_its_timeout_and_a_killed_holder_frees_the
 ) -> None:
     holder = _start_holder(make_store)
     try:
-        started = time.monotonic()
+        moments: list[float] = []
         with pytest.raises(StoreLockTimeout):
-            try_lock(make_store, timeout=1.5)
-        assert abs(time.monotonic() - started - 1.5) <= 0.3
+            try_lock(make_store, timeout=1.5, moments=moments)
+        started, gave_up = moments
+        assert abs(gave_up - started - 1.5) <= 0.3
     finally:
         os.kill(holder.pid, signal.SIGKILL)
         killed_at = time.monotonic()
