@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
 from watcher_auth import ConfigurationError
-from watcher_auth.v2._policy import check_secret
+from watcher_auth.v2 import check_secret
 
 __all__ = ["ConnectForm", "ConnectV2Form"]
 

@@ -31,13 +31,13 @@ from django_watcher_auth._time import as_datetime
 from django_watcher_auth.models import WatcherAccount
 from watcher_auth import (
     ConfigurationError,
+    KeyedLocks,
     StoreError,
     StoreKey,
     StoreLockTimeout,
     TokenPair,
     TokenStore,
 )
-from watcher_auth._locks import KeyedLocks
 from watcher_auth.crypto import TokenCipher
 from watcher_auth.stores import (
     AsyncStoreAdapter,

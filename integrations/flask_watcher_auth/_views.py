@@ -34,7 +34,7 @@ from watcher_auth import (
     WatcherUnavailable,
     web,
 )
-from watcher_auth.v2._policy import check_secret
+from watcher_auth.v2 import check_secret
 
 __all__ = [
     "MAX_API_KEY_LENGTH",
