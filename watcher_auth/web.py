@@ -389,6 +389,11 @@ class FailureLog:
         )
         return True
 
+    def clear(self) -> None:
+        """Forget the failures seen so far: the next of each kind is logged again."""
+        with self._lock:
+            self._seen.clear()
+
     def _prune(self, now: float) -> None:
         for identity, (when, _count) in list(self._seen.items()):
             if now - when >= self.interval:
