@@ -4,7 +4,11 @@
 ``Retry-After``, a message safe to show, whether the person should connect their Watcher
 account); :class:`FailureLog` writes one line per failure, and repeats of the same failure at
 most once per interval with a count. The Django app and the Flask extension both use them;
-other frameworks can too. Nothing here does I/O besides logging.
+other frameworks can too. The policy is plain data in, data out.
+
+Also shared by the web layers: :func:`portal_key` and :func:`service_key` (portal users and
+service accounts in disjoint key namespaces), :func:`forget` (disconnect, even a record no
+current key can read) and :func:`unreadable_keys` (what a key rotation left unreadable).
 
 ============================================  ======  =====================================  =====
 Failure                                       Status  ``error`` code                         Retry
@@ -388,6 +392,11 @@ class FailureLog:
             repeats if skipped else "",
         )
         return True
+
+    def clear(self) -> None:
+        """Forget the failures seen so far: the next of each kind is logged again."""
+        with self._lock:
+            self._seen.clear()
 
     def _prune(self, now: float) -> None:
         for identity, (when, _count) in list(self._seen.items()):

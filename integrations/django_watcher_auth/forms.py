@@ -24,6 +24,13 @@ def _no_control_characters(value: str) -> None:
         raise ValidationError(_("Remove the invisible control characters."), code="control")
 
 
+def _no_control_codes(value: str) -> None:
+    # For passwords: format characters (the joiner inside an emoji sequence...) are part of
+    # what people type; only control codes (NUL, ESC, line breaks) are refused.
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise ValidationError(_("Remove the invisible control characters."), code="control")
+
+
 def _no_colon(value: str) -> None:
     # HTTP Basic auth splits "user:password" at the first colon.
     if ":" in value:
@@ -46,7 +53,7 @@ class ConnectForm(forms.Form):
         label=_("Watcher password"),
         max_length=MAX_PASSWORD,
         strip=False,
-        validators=[_no_control_characters],
+        validators=[_no_control_codes],
         widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
     )
     next = forms.CharField(
@@ -106,7 +113,7 @@ class ConnectV2Form(forms.Form):
         required=False,
         max_length=MAX_PASSWORD,
         strip=False,
-        validators=[_no_control_characters],
+        validators=[_no_control_codes],
         widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
     )
     next = forms.CharField(
