@@ -17,8 +17,11 @@ STORE_OPTIONS      ``{}``                   Keyword arguments for the store's co
 TIMEOUT            ``10.0``                 Seconds for each request to Watcher.
 REFRESH_MARGIN     ``None``                 Seconds before expiry to refresh; ``None``: 10% of
                                             the token's lifetime, at most 60 s.
-LOCK_TIMEOUT       ``30.0``                 Seconds to wait for another worker's refresh; also
-                                            the lease of a cache lock whose holder died.
+LOCK_TIMEOUT       ``30.0``                 Seconds to wait for another worker's refresh.
+DEADLINE           ``None``                 Seconds a login or refresh may take in all; a
+                                            refresh waits for its answer until then, never
+                                            cut short by ``TIMEOUT``. ``None``:
+                                            ``max(30, 2 * TIMEOUT)``.
 LOCAL_CACHE_SIZE   ``10000``                Fresh token pairs kept in each process in front of
                                             a shared store; ``0`` turns the cache off.
 VERIFY_TLS         ``True``                 TLS verification: ``True``, ``False``, or a CA
@@ -119,6 +122,7 @@ DEFAULTS: dict[str, Any] = {
     "TIMEOUT": 10.0,
     "REFRESH_MARGIN": None,
     "LOCK_TIMEOUT": 30.0,
+    "DEADLINE": None,
     "LOCAL_CACHE_SIZE": 10_000,
     "VERIFY_TLS": True,
     "ENCRYPTION_KEYS": [],
@@ -157,6 +161,7 @@ class WatcherSettings:
     TIMEOUT: float
     REFRESH_MARGIN: float | None
     LOCK_TIMEOUT: float
+    DEADLINE: float | None
     LOCAL_CACHE_SIZE: int
     VERIFY_TLS: bool | str
     ENCRYPTION_KEYS: list[str]
@@ -249,6 +254,7 @@ def _build_manager() -> TokenManager:
         clock=get_clock(),
         refresh_margin=watcher_settings.REFRESH_MARGIN,
         lock_timeout=float(watcher_settings.LOCK_TIMEOUT),
+        deadline=watcher_settings.DEADLINE,
         local_cache_size=int(watcher_settings.LOCAL_CACHE_SIZE),
         verify=watcher_settings.VERIFY_TLS,
     )
@@ -273,7 +279,6 @@ def build_store() -> TokenStore:
 
         options.setdefault("alias", watcher_settings.CACHE_ALIAS)
         options.setdefault("key_prefix", watcher_settings.CACHE_KEY_PREFIX)
-        options.setdefault("lease", float(watcher_settings.LOCK_TIMEOUT))
         return DjangoCacheStore(**options)
     if spec == "memory":
         return MemoryStore(**options)

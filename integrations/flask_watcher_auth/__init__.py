@@ -45,6 +45,7 @@ WATCHER_ENCRYPTION_KEYS   ``[]`` (``SECRET_KEY``)       keys encrypting stored t
 WATCHER_TIMEOUT           ``10.0``                      seconds per request to Watcher
 WATCHER_REFRESH_MARGIN    ``None`` (10%, <= 60 s)       seconds before expiry to refresh
 WATCHER_LOCK_TIMEOUT      ``30.0``                      seconds to wait for another refresh
+WATCHER_DEADLINE          ``None`` (30 s or 2 x timeout) seconds a login or refresh may take
 WATCHER_LOCAL_CACHE_SIZE  ``10000``                     fresh pairs cached per process
 WATCHER_VERIFY_TLS        ``True``                      TLS verification, or a CA bundle path
 WATCHER_SERVICE_USERNAME  ``None`` (or environment)     a service account for users who

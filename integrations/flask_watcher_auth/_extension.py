@@ -248,6 +248,7 @@ class WatcherState:
             timeout=settings.timeout,
             refresh_margin=settings.refresh_margin,
             lock_timeout=settings.lock_timeout,
+            deadline=settings.deadline,
             local_cache_size=settings.local_cache_size,
             verify=settings.verify_tls,
             **options,

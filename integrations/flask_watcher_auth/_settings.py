@@ -47,6 +47,7 @@ CONFIG_DEFAULTS: Mapping[str, Any] = {
     "WATCHER_TIMEOUT": 10.0,
     "WATCHER_REFRESH_MARGIN": None,
     "WATCHER_LOCK_TIMEOUT": 30.0,
+    "WATCHER_DEADLINE": None,
     "WATCHER_LOCAL_CACHE_SIZE": 10_000,
     "WATCHER_VERIFY_TLS": True,
     "WATCHER_ENCRYPTION_KEYS": [],
@@ -81,6 +82,7 @@ class WatcherSettings:
     timeout: float | tuple[float, float]
     refresh_margin: float | Callable[[float | None], float] | None
     lock_timeout: float
+    deadline: float | None
     local_cache_size: int
     verify_tls: bool | str
     encryption_keys: tuple[str | bytes, ...] = field(repr=False)
@@ -205,6 +207,9 @@ def load_settings(app: Flask) -> WatcherSettings:
         timeout=_timeout(config["WATCHER_TIMEOUT"]),
         refresh_margin=margin,
         lock_timeout=_number(config["WATCHER_LOCK_TIMEOUT"], "WATCHER_LOCK_TIMEOUT"),
+        deadline=None
+        if config["WATCHER_DEADLINE"] is None
+        else _number(config["WATCHER_DEADLINE"], "WATCHER_DEADLINE"),
         local_cache_size=cache_size,
         verify_tls=verify,
         encryption_keys=tuple(k for k in keys if k),
