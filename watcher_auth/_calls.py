@@ -12,6 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from watcher_auth._effects import SEND, Answer, Flow
 from watcher_auth._events import EventType
@@ -50,11 +51,14 @@ class CallScheme(ABC):
         self.lifecycle = lifecycle
         self.api_root = api_root
         self.origin = origin_of(api_root)
+        parts = urlsplit(api_root)
+        # "scheme://netloc/" ends the netloc, so a URL that starts with it is on the origin.
+        self._prefix = f"{parts.scheme}://{parts.netloc}/"
         self.api = "v3"
 
     def owns(self, url: str) -> bool:
         """Whether ``url`` is on Watcher's origin (same scheme, host and port)."""
-        return origin_of(url) == self.origin
+        return url.startswith(self._prefix) or origin_of(url) == self.origin
 
     @abstractmethod
     def credentials(self, key: str) -> Flow[TokenPair]:

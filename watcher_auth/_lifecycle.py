@@ -53,6 +53,8 @@ logger = logging.getLogger("watcher_auth")
 T = TypeVar("T")
 
 Margin = Callable[[float | None], float]
+# Store keys kept made (a call per request builds one otherwise); the set starts over past it.
+_STORE_KEYS_KEPT = 10_000
 # Seconds to wait for the channel's echo of this process's own write before giving up on it.
 _ECHO_WAIT = 5.0
 
@@ -221,6 +223,7 @@ class Lifecycle:
         # Keys whose last refresh was sent but never answered: with rotation on, Watcher may
         # have spent the refresh token, so a rejection next is explained by that.
         self._unanswered: set[StoreKey] = set()
+        self._store_keys: dict[tuple[str, str], StoreKey] = {}
         if refresh_margin is None:
             self.margin: Margin = default_refresh_margin
         elif callable(refresh_margin):
@@ -235,7 +238,12 @@ class Lifecycle:
         """The store key under which ``key``'s records for ``api`` live."""
         if not isinstance(key, str) or not key:
             raise ConfigurationError("a user key must be a non-empty string")
-        return StoreKey(server=self.server, user=key, api=api)
+        skey = self._store_keys.get((key, api))
+        if skey is None:
+            if len(self._store_keys) >= _STORE_KEYS_KEPT:
+                self._store_keys.clear()
+            skey = self._store_keys[(key, api)] = StoreKey(server=self.server, user=key, api=api)
+        return skey
 
     def fresh_until(self, pair: TokenPair) -> float:
         """Local time from which ``pair`` is due for a refresh (infinite if it never is)."""
