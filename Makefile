@@ -1,11 +1,13 @@
-# `make demo` runs the Django example portal on SQLite against the Watcher emulator.
-# `make test` runs lint, types and the whole test suite (what CI runs).
+# `make demo` runs the Django example portal on SQLite against the Watcher emulator;
+# ARGS go to the launcher: `make demo ARGS="--port 9000"` (`--help` lists them).
+# `make test` runs lint, types, the whole test suite on this Python, and the Django suite on the
+# matrix's corners (what CI runs). `make matrix` runs every supported Python x Django pair.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo demo-flask bench lint clean
+.PHONY: test matrix demo demo-flask bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,15 +23,19 @@ lint: $(STAMP)
 test: lint
 	sh scripts/ensure_chromium.sh
 	$(BIN)/python -m pytest
+	$(BIN)/nox -t corners -- tests/django
+
+matrix: $(STAMP)
+	$(BIN)/nox -s tests
 
 demo: $(STAMP)
-	$(BIN)/python example_projects/run_demo.py django
+	$(BIN)/python example_projects/run_demo.py django $(ARGS)
 
 demo-flask: $(STAMP)
-	$(BIN)/python example_projects/run_demo.py flask
+	$(BIN)/python example_projects/run_demo.py flask $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) test-artifacts
+	rm -rf $(VENV) .nox test-artifacts

@@ -657,7 +657,6 @@ def django_model_scale(alias: str, label: str, sizes: tuple[int, ...]) -> list[l
     _, pair = _fresh_token()
     store = DjangoModelStore(using=alias)
     server = "https://scale.test"
-    record = store.cipher.dumps(pair).decode("ascii")
     accounts = WatcherAccount.objects.using(alias)
     rows = []
     made = 0
@@ -671,7 +670,8 @@ def django_model_scale(alias: str, label: str, sizes: tuple[int, ...]) -> list[l
                         api="v3",
                         username=f"user{i}",
                         status=WatcherAccount.Status.CONNECTED,
-                        record=record,
+                        # Each record is sealed to its own key: a copied one would not decrypt.
+                        record=store.cipher.dumps(pair, StoreKey(server, str(i))).decode("ascii"),
                     )
                     for i in range(made, n)
                 ),

@@ -9,8 +9,10 @@ It starts the Watcher emulator with two seeded Watcher users, each with a passwo
 API v2 user key (unless ``WATCHER_URL`` is set: then the portal talks to that Watcher), hands
 the emulator's API v2 system key to the portal in ``WATCHER_SYSTEM_API_KEY``, prepares the
 portal's SQLite database with a portal user (a staff member), starts the portal's development
-server on 127.0.0.1:8000 (or a free port when 8000 is taken), prints the address and the
-sign-in details, and stops everything on Ctrl-C.
+server on 127.0.0.1:8000, prints the address and the sign-in details, and stops everything on
+Ctrl-C. A port that is taken (``--port``, ``--emulator-port``) stops the launcher with a message
+saying so; port 0 picks a free one. The emulator's control token is
+``WATCHER_EMULATOR_CONTROL_TOKEN`` when set (for tests that steer it), else a random one.
 
 ``--check`` starts everything, fetches the sign-in page once, and stops: a quick proof that
 the demo works on this machine.
@@ -114,16 +116,25 @@ def demo_streams(username: str) -> list[dict[str, Any]]:
     return streams
 
 
-def pick_port(host: str, wanted: int) -> int:
-    """``wanted`` if it is free on ``host``, else a free port the system picks."""
-    for port in (wanted, 0) if wanted else (0,):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind((host, port))
-            except OSError:
-                continue
-            return int(probe.getsockname()[1])
-    raise RuntimeError(f"no free port on {host}")
+class PortTaken(Exception):
+    """The port asked for is in use; the message says which and what to do."""
+
+
+def pick_port(host: str, wanted: int, option: str) -> int:
+    """``wanted`` when it is free on ``host`` (0: a free port the system picks).
+
+    Raises:
+        PortTaken: ``wanted`` is in use; the message names ``option`` to choose another.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, wanted))
+        except OSError as exc:
+            raise PortTaken(
+                f"Port {wanted} on {host} is taken ({exc.strerror}): stop what uses it, or"
+                f" choose another with {option} N ({option} 0 picks a free one)."
+            ) from None
+        return int(probe.getsockname()[1])
 
 
 class WatcherServer(NamedTuple):
@@ -146,8 +157,9 @@ def watcher(args: argparse.Namespace) -> Iterator[WatcherServer]:
 
     emulator = WatcherEmulator(
         host=args.host,
-        port=pick_port(args.host, args.emulator_port),
+        port=pick_port(args.host, args.emulator_port, "--emulator-port"),
         access_lifetime=args.access_lifetime,
+        control_token=os.environ.get("WATCHER_EMULATOR_CONTROL_TOKEN", "").strip() or None,
     )
     for username, user in WATCHER_USERS.items():
         emulator.add_user(
@@ -161,6 +173,8 @@ def run(portal: Portal, args: argparse.Namespace) -> int:
     """Start the Watcher (or use ``WATCHER_URL``) and the portal; serve until interrupted."""
     data_dir = Path(args.data_dir).resolve() if args.data_dir else portal.folder
     data_dir.mkdir(parents=True, exist_ok=True)
+    # Checked before anything starts, so a taken port is reported before any other output.
+    pick_port(args.host, args.port, "--port")
     with watcher(args) as watcher_server:
         env = {
             **os.environ,
@@ -178,7 +192,7 @@ def run(portal: Portal, args: argparse.Namespace) -> int:
         if prepared.returncode != 0:
             print(f"Preparing the portal failed (exit code {prepared.returncode}).", flush=True)
             return prepared.returncode
-        port = pick_port(args.host, args.port)
+        port = pick_port(args.host, args.port, "--port")
         command = [part.format(host=args.host, port=port) for part in portal.serve]
         server = subprocess.Popen([sys.executable, *command], cwd=portal.folder, env=env)
         try:
@@ -282,10 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("portal", choices=sorted(PORTALS))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument(
-        "--port", type=int, default=8000, help="the portal's port (a free one if taken; 0: any)"
+        "--port", type=int, default=8000, help="the portal's port (0: any free one)"
     )
     parser.add_argument(
-        "--emulator-port", type=int, default=8080, help="the emulator's port (a free one if taken)"
+        "--emulator-port", type=int, default=8080, help="the emulator's port (0: any free one)"
     )
     parser.add_argument(
         "--access-lifetime",
@@ -303,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         return run(PORTALS[args.portal], args)
+    except PortTaken as exc:
+        print(exc, file=sys.stderr, flush=True)
+        return 2
     except KeyboardInterrupt:
         print("\nStopped.", flush=True)
         return 0

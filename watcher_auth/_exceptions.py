@@ -12,12 +12,14 @@ __all__ = [
     "InvalidCredentials",
     "NotConnected",
     "ReauthenticationRequired",
+    "ResponseTooLarge",
     "StoreError",
     "StoreLockTimeout",
     "TokenDecryptionError",
     "WatcherAPIError",
     "WatcherAuthError",
     "WatcherConnectionError",
+    "WatcherPaginationError",
     "WatcherPermissionDenied",
     "WatcherProtocolError",
     "WatcherUnavailable",
@@ -37,6 +39,15 @@ class WatcherProtocolError(WatcherAuthError):
 
     The stored tokens are left as they were.
     """
+
+
+class ResponseTooLarge(WatcherProtocolError):
+    """Watcher's answer was larger than the configured limit (``max_response_bytes``),
+    counted after decompression; reading stopped there."""
+
+
+class WatcherPaginationError(WatcherProtocolError):
+    """A paginated list did not advance (a repeated cursor or offset) or passed ``max_pages``."""
 
 
 class WatcherUnavailable(WatcherAuthError):
@@ -78,9 +89,18 @@ class ReauthenticationRequired(NotConnected):
 
     The dead credentials have already been deleted. A web layer turns this into a redirect
     to its connect page.
+
+    Attributes:
+        reason: why, for the person: ``"refresh_rejected"`` (Watcher refused the refresh
+            token), ``"refresh_answer_lost"`` (a refresh whose answer never arrived spent the
+            rotating refresh token), or ``"session_dead"`` (an API v2 session or key stopped
+            working).
     """
 
-    def __init__(self, key: str, message: str | None = None) -> None:
+    def __init__(
+        self, key: str, message: str | None = None, *, reason: str = "refresh_rejected"
+    ) -> None:
+        self.reason = reason
         super().__init__(
             key,
             message

@@ -6,6 +6,7 @@ responses. The transport in :mod:`watcher_auth._manager` only executes what this
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from collections.abc import Mapping
@@ -16,7 +17,9 @@ import jwt
 
 from watcher_auth._exceptions import (
     InvalidCredentials,
+    WatcherAPIError,
     WatcherAuthError,
+    WatcherPaginationError,
     WatcherPermissionDenied,
     WatcherProtocolError,
     WatcherUnavailable,
@@ -25,12 +28,19 @@ from watcher_auth._tokens import TokenPair
 
 __all__ = [
     "DEFAULT_MARGIN_RATIO",
+    "DEFAULT_MAX_LIFETIME",
     "DEFAULT_MAX_MARGIN",
+    "LIST_KEYS",
+    "CursorPages",
     "RefreshRejected",
+    "basic_authorization",
+    "bearer_authorization",
+    "decode_answer",
     "decode_claims",
     "default_refresh_margin",
     "error_summary",
     "estimate_clock_offset",
+    "list_items",
     "login_failure",
     "needs_refresh",
     "parse_json_object",
@@ -39,6 +49,11 @@ __all__ = [
 
 DEFAULT_MARGIN_RATIO = 0.1
 DEFAULT_MAX_MARGIN = 60.0
+#: The longest access-token lifetime believed, whatever ``exp`` says: the claims are not
+#: verified, so a broken or hostile server must not pin a token in every cache for years.
+DEFAULT_MAX_LIFETIME = 24 * 3600.0
+#: The item list's key in Watcher's paginated v3 answers, by the list's last path segment.
+LIST_KEYS = {"users": "users_list"}
 # Second-resolution timestamps (iat, Date) cannot measure a smaller skew; treat it as none.
 _SKEW_RESOLUTION = 1.0
 _MAX_SUMMARY = 200
@@ -46,6 +61,95 @@ _MAX_SUMMARY = 200
 
 class RefreshRejected(WatcherAuthError):
     """Watcher definitely refused the refresh token (internal: the manager decides what next)."""
+
+
+def basic_authorization(username: str, password: str) -> str:
+    """An HTTP Basic ``Authorization`` value, encoded as UTF-8 (RFC 7617), so any password works."""
+    raw = f"{username}:{password}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+def bearer_authorization(token: str) -> str:
+    """A ``Bearer`` ``Authorization`` value."""
+    return "Bearer " + token
+
+
+def list_items(page: object, path: str, item_key: str | None = None) -> list[Any]:
+    """The item list of one page of a paginated v3 answer.
+
+    ``item_key`` names it; else Watcher's key for the path (``users`` answers ``users_list``),
+    the path's last segment, or the one list the page holds.
+
+    Raises:
+        WatcherProtocolError: the page is not an object, or no list is found.
+    """
+    if not isinstance(page, dict):
+        raise WatcherProtocolError(f"Watcher's {path!r} page is not a JSON object")
+    if item_key is None:
+        segment = path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+        for candidate in (LIST_KEYS.get(segment), segment):
+            if candidate is not None and isinstance(page.get(candidate), list):
+                return list(page[candidate])
+        lists = [value for value in page.values() if isinstance(value, list)]
+        if len(lists) == 1:
+            return lists[0]
+        item_key = LIST_KEYS.get(segment, segment)
+    items = page.get(item_key)
+    if not isinstance(items, list):
+        raise WatcherProtocolError(f"Watcher's {path!r} page has no {item_key!r} list")
+    return items
+
+
+class CursorPages:
+    """The paging of a v3 list: ask with ``cursor=<next>`` until ``next`` is empty.
+
+    One page at a time: :attr:`query` is what to ask for, :meth:`take` reads an answer and
+    says whether another page follows. A cursor seen before means the server is going in
+    circles: :class:`WatcherPaginationError`, instead of yielding the same items forever.
+
+    Args:
+        path: the list's path (``"streams"``).
+        params: query parameters for every page.
+        item_key: the items' key in a page (see :func:`list_items`).
+        limit: the page size to ask for.
+        max_pages: stop quietly after this many pages.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        item_key: str | None = None,
+        limit: int | None = None,
+        max_pages: int | None = None,
+    ) -> None:
+        self.path = path
+        self.item_key = item_key
+        self.max_pages = max_pages
+        self.query: dict[str, Any] = dict(params or {})
+        if limit is not None:
+            self.query["limit"] = limit
+        self.pages = 0
+        self._seen: set[str] = set()
+
+    def take(self, page: object) -> tuple[list[Any], bool]:
+        """The page's items, and whether to ask for another page."""
+        items = list_items(page, self.path, self.item_key)
+        assert isinstance(page, dict)
+        self.pages += 1
+        cursor = page.get("next")
+        if not cursor or (self.max_pages is not None and self.pages >= self.max_pages):
+            return items, False
+        if not isinstance(cursor, str):
+            raise WatcherProtocolError(f"Watcher's {self.path!r} page has a non-string cursor")
+        if cursor in self._seen:
+            raise WatcherPaginationError(
+                f"Watcher repeated a cursor while paging {self.path!r} (page {self.pages})"
+            )
+        self._seen.add(cursor)
+        self.query["cursor"] = cursor
+        return items, True
 
 
 def default_refresh_margin(lifetime: float | None) -> float:
@@ -135,6 +239,27 @@ def parse_json_object(body: bytes) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def decode_answer(status: int, body: bytes, *, method: str, path: str) -> Any:
+    """The JSON of an API answer, or the error it stands for.
+
+    Raises:
+        WatcherAPIError: an error status (``status_code`` tells which).
+        WatcherProtocolError: the body is not JSON.
+    """
+    if status >= 400:
+        raise WatcherAPIError(
+            status, f"Watcher answered {error_summary(status, body)} for {method} {path}"
+        )
+    not_json = False
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        not_json = True
+    if not_json:
+        raise WatcherProtocolError(f"Watcher's answer to {method} {path} is not JSON")
+    return data
+
+
 def error_summary(status: int, body: bytes) -> str:
     """A short, secret-free description of an error response for exception messages."""
     data = parse_json_object(body)
@@ -178,6 +303,7 @@ def parse_token_response(
     received_at: float,
     previous: TokenPair | None = None,
     username: str | None = None,
+    max_lifetime: float = DEFAULT_MAX_LIFETIME,
 ) -> TokenPair:
     """Turn an answer from ``/login`` into a :class:`TokenPair`, or raise what it means.
 
@@ -189,6 +315,8 @@ def parse_token_response(
         previous: the pair being refreshed, if this is a refresh: its refresh token is kept
             when Watcher does not send a new one, and its history is carried over.
         username: the Watcher username, for a password login.
+        max_lifetime: the longest lifetime believed: a later ``exp`` is cut to
+            ``issued_at + max_lifetime``.
     """
     if status != 200:
         raise login_failure(status, body, refreshing=previous is not None)
@@ -206,10 +334,11 @@ def parse_token_response(
     iat = claims.get("iat")
     offset = estimate_clock_offset(iat, headers.get("Date"), received_at)
     issued_at = float(iat) if iat is not None else received_at + offset
+    expires_at = min(float(claims["exp"]), max(issued_at, received_at + offset) + max_lifetime)
     return TokenPair(
         access_token=access,
         refresh_token=refresh,
-        expires_at=float(claims["exp"]),
+        expires_at=expires_at,
         issued_at=issued_at,
         clock_offset=offset,
         username=previous.username if previous is not None else username,

@@ -1,51 +1,38 @@
-"""The ``requests`` pieces: the bearer auth with its 401 retry, and the per-key session."""
+"""The ``requests`` driver of the call flow: an auth object, and the per-key session."""
 
 from __future__ import annotations
 
 import http.cookiejar
 import logging
-import re
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 
-from watcher_auth._exceptions import (
-    WatcherAPIError,
-    WatcherAuthError,
-    WatcherConnectionError,
-    WatcherProtocolError,
-)
-from watcher_auth._policy import error_summary, parse_json_object
-from watcher_auth._tokens import TokenPair
+from watcher_auth._calls import CallScheme, call_flow
+from watcher_auth._drivers import DEFAULT_MAX_RESPONSE_BYTES, SyncSteps, drive, read_limited
+from watcher_auth._effects import Answer
+from watcher_auth._exceptions import WatcherAuthError, WatcherConnectionError
+from watcher_auth._policy import CursorPages, decode_answer
+from watcher_auth._urls import is_absolute, origin_of, path_only
 
-if TYPE_CHECKING:
-    from watcher_auth._manager import TokenManager
-
-__all__ = ["WatcherBearerAuth", "WatcherSession", "origin_of"]
+__all__ = [
+    "FlowAuth",
+    "NoCookies",
+    "WatcherBearerAuth",
+    "WatcherSession",
+    "block_cookies",
+    "origin_of",
+]
 
 logger = logging.getLogger("watcher_auth")
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-_RETRIED = "_watcher_auth_retried"
-_ABSOLUTE_URL = re.compile(r"\s*[A-Za-z][A-Za-z0-9+.-]*://")
+_CHUNK = 64 * 1024
 
 
-def origin_of(url: str) -> tuple[str, str, int]:
-    """``(scheme, host, port)`` of a URL, with the default port filled in."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port or _DEFAULT_PORTS.get(scheme, 0)
-    except ValueError:
-        port = -1
-    return scheme, (parts.hostname or "").lower(), port
-
-
-class _NoCookies(http.cookiejar.DefaultCookiePolicy):
+class NoCookies(http.cookiejar.DefaultCookiePolicy):
     """Refuses every cookie, so nothing one user's answers set can ride on another's calls."""
 
     def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
@@ -54,64 +41,45 @@ class _NoCookies(http.cookiejar.DefaultCookiePolicy):
 
 def block_cookies(session: requests.Session) -> None:
     """Make ``session`` ignore cookies from responses."""
-    session.cookies.set_policy(_NoCookies())
+    session.cookies.set_policy(NoCookies())
 
 
-class WatcherBearerAuth(AuthBase):
-    """``requests`` auth that attaches a user key's fresh access token and retries once on 401.
+class _PreparedCall:
+    """A ``requests.PreparedRequest`` as the call flow sees it; a retry goes out as a copy."""
 
-    Usable with any ``requests`` call (``requests.get(url, auth=manager.auth(key))``). The
-    token goes only to the manager's Watcher origin (same scheme, host and port).
-    """
+    __slots__ = ("_names", "_position", "_sent", "replayable", "request")
 
-    def __init__(self, manager: TokenManager, key: str) -> None:
-        self._manager = manager
-        self.key = key
-        self._origin = manager.origin
+    def __init__(self, request: requests.PreparedRequest, names: tuple[str, ...]) -> None:
+        self.request = request
+        self._names = names
+        self._sent: requests.PreparedRequest | None = None
+        body = request.body
+        self._position = _body_position(body)
+        self.replayable = (
+            body is None or self._position is not None or isinstance(body, (bytes, str))
+        )
 
-    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        if r.url is None or origin_of(r.url) != self._origin:
-            return r
-        pair = self._manager.current_tokens(self.key)
-        r.headers["Authorization"] = f"Bearer {pair.access_token}"
-        position = _body_position(r)
+    @property
+    def url(self) -> str:
+        return self.request.url or ""
 
-        def retry_on_401(response: requests.Response, **kwargs: Any) -> requests.Response:
-            return self._handle_401(response, pair, position, **kwargs)
+    def sent(self, request: requests.PreparedRequest) -> None:
+        self._sent = request
 
-        r.register_hook("response", retry_on_401)  # type: ignore[no-untyped-call]
-        return r
-
-    def _handle_401(
-        self, response: requests.Response, sent: TokenPair, position: int | None, **kwargs: Any
-    ) -> requests.Response:
-        request = response.request
-        if response.status_code != 401 or getattr(request, _RETRIED, False):
-            return response
-        if request.body is not None and position is None and not _replayable(request.body):
-            # The body was a one-shot stream: it cannot be sent twice.
-            return response
-        logger.info("Watcher answered 401 for key %r; refreshing and retrying once", self.key)
-        fresh = self._manager.refresh_after_unauthorized(self.key, sent)
-        response.content  # noqa: B018 - drain so the connection goes back to the pool
-        response.close()
-        retry = request.copy()
-        setattr(retry, _RETRIED, True)
-        retry.headers["Authorization"] = f"Bearer {fresh.access_token}"
-        if position is not None:
-            retry.body.seek(position)  # type: ignore[union-attr]
-        connection = response.connection
-        second: requests.Response = connection.send(retry, **kwargs)
-        second.history.append(response)
-        second.request = retry
-        return second
-
-    def __repr__(self) -> str:
-        return f"WatcherBearerAuth(key={self.key!r})"
+    def set_credentials(self, headers: Mapping[str, str]) -> None:
+        if self._sent is not None:
+            # A retry: a copy of what was sent, with its body rewound.
+            self.request = self._sent.copy()
+            self._sent = None
+            if self._position is not None:
+                self.request.body.seek(self._position)  # type: ignore[union-attr]
+        for name in self._names:
+            self.request.headers.pop(name, None)
+        self.request.headers.update(headers)
 
 
-def _body_position(r: requests.PreparedRequest) -> int | None:
-    tell = getattr(r.body, "tell", None)
+def _body_position(body: object) -> int | None:
+    tell = getattr(body, "tell", None)
     if tell is None:
         return None
     try:
@@ -120,17 +88,79 @@ def _body_position(r: requests.PreparedRequest) -> int | None:
         return None
 
 
-def _replayable(body: object) -> bool:
-    return isinstance(body, (bytes, str))
+class FlowAuth(AuthBase):
+    """``requests`` auth that runs the call flow for one user key and one scheme.
+
+    The credentials go only to Watcher's origin; after Watcher's own challenge (401 for
+    API v3, 403 for API v2) the credentials are settled and the request is sent once more.
+    """
+
+    def __init__(self, steps: SyncSteps, scheme: CallScheme, key: str) -> None:
+        self._steps = steps
+        self._scheme = scheme
+        self.key = key
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        call = _PreparedCall(r, self._scheme.header_names)
+        flow = call_flow(self._scheme, self.key, call)
+        wants_send, _ = drive(flow, self._steps)
+        if not wants_send:
+            return r
+        steps, challenge = self._steps, self._scheme.challenge
+        done = False
+
+        def on_response(response: requests.Response, **kwargs: Any) -> requests.Response:
+            nonlocal done
+            if done:  # a later hop of a redirect: the flow already decided
+                return response
+            done = True
+            sent = response.request
+            call.sent(sent)
+            status = response.status_code
+            answer = Answer(
+                status,
+                sent.url or "",
+                response.headers.get("Date"),
+                response.content if status == challenge else b"",
+            )
+            retry, _ = drive(flow, steps, answer)
+            if not retry:
+                return response
+            logger.info("Watcher answered %s for key %r; retrying once", status, self.key)
+            response.close()
+            second: requests.Response = response.connection.send(call.request, **kwargs)
+            second.history.append(response)
+            second.request = call.request
+            drive(flow, steps, Answer(second.status_code, call.url))
+            return second
+
+        r.register_hook("response", on_response)  # type: ignore[no-untyped-call]
+        return r
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(key={self.key!r})"
+
+
+class WatcherBearerAuth(FlowAuth):
+    """``requests`` auth that attaches a user key's fresh access token and retries once on 401.
+
+    Usable with any ``requests`` call (``requests.get(url, auth=manager.auth(key))``). The
+    token goes only to the manager's Watcher origin (same scheme, host and port), and only a
+    401 from that origin makes it refresh and retry.
+    """
 
 
 class WatcherSession(requests.Session):
     """A ``requests.Session`` bound to one user key of one Watcher server.
 
     Relative paths resolve against the API root (``session.get("streams")``), every request
-    gets the manager's timeout unless one is given, cookies are ignored, and the bearer token
-    is never sent to another origin, on an absolute URL or a redirect.
+    gets the manager's timeout unless one is given, answers are read up to
+    ``max_response_bytes`` (after decompression), cookies are ignored, and the credentials
+    are never sent to another origin, on an absolute URL or a redirect.
     """
+
+    #: The credential headers removed from a request redirected to another origin.
+    credential_headers: tuple[str, ...] = ("Authorization",)
 
     def __init__(
         self,
@@ -139,11 +169,13 @@ class WatcherSession(requests.Session):
         auth: AuthBase,
         timeout: float | tuple[float, float] | None,
         adapter: HTTPAdapter | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         super().__init__()
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.auth = auth
         self.timeout = timeout
+        self.max_response_bytes = max_response_bytes
         self._origin = origin_of(self.base_url)
         self._shared_adapter = adapter
         if adapter is not None:
@@ -154,8 +186,7 @@ class WatcherSession(requests.Session):
 
     def url_for(self, path: str) -> str:
         """The absolute URL for ``path``; absolute URLs are returned unchanged."""
-        # Absolute only when the scheme comes first: "streams?next=http://x" is relative.
-        if _ABSOLUTE_URL.match(path):
+        if is_absolute(path):
             return path
         return self.base_url + path.lstrip("/")
 
@@ -164,22 +195,46 @@ class WatcherSession(requests.Session):
     ) -> requests.Response:
         if isinstance(url, bytes):
             url = url.decode()
-        if len(args) <= 6 and "timeout" not in kwargs:  # timeout is the 7th extra positional
+        if isinstance(method, bytes):
+            method = method.decode()
+        # requests' positional order after the URL: params, data, headers, cookies, files,
+        # auth, timeout (7th), allow_redirects, proxies, hooks, stream (11th).
+        if len(args) <= 6 and "timeout" not in kwargs:
             kwargs["timeout"] = self.timeout
+        if len(args) > 10:
+            streamed = bool(args[10])
+        else:
+            streamed = bool(kwargs.get("stream"))
+            kwargs["stream"] = True
+        target = self.url_for(url)
+        failure = ""
         try:
-            return super().request(method, self.url_for(url), *args, **kwargs)
+            response = super().request(method, target, *args, **kwargs)
+            if not streamed:
+                self._read(response)
         except requests.RequestException as exc:
             if isinstance(exc, WatcherAuthError):
                 raise
+            failure = type(exc).__name__
+        if failure:
+            # Raised here, outside the handler, so no exception chain carries the request
+            # (and its credentials) into a crash reporter.
             raise WatcherConnectionError(
-                f"Watcher call {_as_text(method)} {_path_only(self.url_for(url))} failed "
-                f"({type(exc).__name__})"
-            ) from exc
+                f"Watcher call {method} {path_only(target)} failed ({failure})"
+            )
+        return response
+
+    def _read(self, response: requests.Response) -> None:
+        if response._content_consumed:  # type: ignore[attr-defined]
+            return
+        content = read_limited(response.iter_content(_CHUNK), self.max_response_bytes)
+        response._content = content
 
     def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: Any) -> None:
         super().rebuild_auth(prepared_request, response)  # type: ignore[no-untyped-call]
         if prepared_request.url is None or origin_of(prepared_request.url) != self._origin:
-            prepared_request.headers.pop("Authorization", None)
+            for name in self.credential_headers:
+                prepared_request.headers.pop(name, None)
 
     def json(self, path: str, **kwargs: Any) -> Any:
         """GET ``path`` and return its JSON, raising :class:`WatcherAPIError` on an error status."""
@@ -192,44 +247,37 @@ class WatcherSession(requests.Session):
         params: Mapping[str, Any] | None = None,
         item_key: str | None = None,
         limit: int | None = None,
+        max_pages: int | None = None,
     ) -> Iterator[Any]:
         """Yield every item of a cursor-paginated list, following ``next`` until it is null.
 
         Args:
             path: the list's path, e.g. ``"streams"``.
             params: query parameters for every page (``q``, ``sort``...).
-            item_key: the key of the items in each page; by default the path's last segment.
+            item_key: the key of the items in each page; by default Watcher's key for the
+                list (``users_list`` for ``users``), or the one list in the page.
             limit: the page size to ask for.
+            max_pages: stop after this many pages.
+
+        Raises:
+            WatcherPaginationError: the server repeated a cursor.
         """
-        key = item_key or path.rstrip("/").rsplit("/", 1)[-1]
-        query: dict[str, Any] = dict(params or {})
-        if limit is not None:
-            query["limit"] = limit
-        while True:
-            page = self._decode(self.get(path, params=query))
-            if not isinstance(page, dict) or not isinstance(page.get(key), list):
-                raise WatcherProtocolError(f"Watcher's {path!r} page has no {key!r} list")
-            yield from page[key]
-            cursor = page.get("next")
-            if not cursor:
-                return
-            query["cursor"] = cursor
+        pages = CursorPages(
+            path, params=params, item_key=item_key, limit=limit, max_pages=max_pages
+        )
+        more = True
+        while more:
+            items, more = pages.take(self._decode(self.get(path, params=pages.query)))
+            yield from items
 
     @staticmethod
     def _decode(response: requests.Response) -> Any:
-        if response.status_code >= 400:
-            raise WatcherAPIError(
-                response.status_code,
-                f"Watcher answered {error_summary(response.status_code, response.content)} "
-                f"for {response.request.method} {_path_only(response.url)}",
-            )
-        data = parse_json_object(response.content)
-        if data is None:
-            try:
-                return response.json()
-            except ValueError:
-                raise WatcherProtocolError("Watcher's answer is not JSON") from None
-        return data
+        return decode_answer(
+            response.status_code,
+            response.content,
+            method=response.request.method or "GET",
+            path=path_only(response.url),
+        )
 
     def close(self) -> None:
         for prefix, adapter in list(self.adapters.items()):
@@ -238,13 +286,4 @@ class WatcherSession(requests.Session):
             del self.adapters[prefix]
 
     def __repr__(self) -> str:
-        return f"<WatcherSession {self.base_url} auth={self.auth!r}>"
-
-
-def _as_text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _path_only(url: str) -> str:
-    # Query strings may carry tokens a caller put there; messages show the path alone.
-    return urlsplit(url).path
+        return f"<{type(self).__name__} {self.base_url} auth={self.auth!r}>"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,11 @@ __all__ = ["Secret", "StoreKey", "TokenPair"]
 @dataclass(frozen=True, slots=True)
 class StoreKey:
     """Where a record lives in a store: one Watcher server, one API, one user key.
+
+    Its text form, ``str(key)``, is ``api|server|user`` with ``%`` and ``|`` inside each part
+    written ``%25`` and ``%7C``, so no server or user key can make two keys share a text
+    (stores name records with it, and records are encrypted bound to it). A part without
+    those two characters appears as is.
 
     Attributes:
         server: the normalized Watcher base URL, so one store can serve several servers.
@@ -25,13 +31,36 @@ class StoreKey:
     api: str = "v3"
 
     def __str__(self) -> str:
-        return f"{self.api}|{self.server}|{self.user}"
+        return "|".join(_escape(part) for part in (self.api, self.server, self.user))
 
     @classmethod
     def parse(cls, text: str) -> StoreKey:
-        """Inverse of ``str(key)``."""
-        api, server, user = text.split("|", 2)
+        """Inverse of ``str(key)``: ``StoreKey.parse(str(key)) == key`` for every key.
+
+        Raises:
+            ValueError: ``text`` is not the text of any key (so ``str(StoreKey.parse(text))
+                == text`` whenever it returns).
+        """
+        parts = text.split("|")
+        if len(parts) != 3 or not all(_ESCAPED.fullmatch(part) for part in parts):
+            raise ValueError("not the text of a store key: expected api|server|user")
+        api, server, user = (_unescape(part) for part in parts)
         return cls(server=server, user=user, api=api)
+
+
+# Only the separator and the escape character itself are escaped; anything else after a
+# "%" would give one key two texts, so parse refuses it.
+_UNESCAPES = {"%25": "%", "%7C": "|"}
+_ESCAPED = re.compile(r"(?:[^%|]|%25|%7C)*", re.DOTALL)
+_ESCAPE_SEQUENCE = re.compile(r"%25|%7C")
+
+
+def _escape(part: str) -> str:
+    return part.replace("%", "%25").replace("|", "%7C")
+
+
+def _unescape(part: str) -> str:
+    return _ESCAPE_SEQUENCE.sub(lambda m: _UNESCAPES[m.group()], part)
 
 
 @dataclass(frozen=True, slots=True, repr=False)

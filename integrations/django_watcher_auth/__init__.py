@@ -26,6 +26,9 @@ key (connected at ``reverse("django_watcher_auth:connect_v2")``; guard views wit
     def my_cameras(request):
         return JsonResponse(request.watcher_v2.get("cameras").json(), safe=False)
 
+Failures are answered by :mod:`watcher_auth.web`'s policy (a redirect to the connect page,
+or an error page / JSON with a stable ``error`` code; never a 500).
+
 Modules: :mod:`~django_watcher_auth.conf` (settings, ``get_manager()``),
 :mod:`~django_watcher_auth.middleware`, :mod:`~django_watcher_auth.decorators`,
 :mod:`~django_watcher_auth.mixins`, :mod:`~django_watcher_auth.stores`,

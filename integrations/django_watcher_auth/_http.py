@@ -4,7 +4,7 @@ twins ``request.watcher_v2`` and ``request.watcher_system``) and error pages."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TypeVar
 from urllib.parse import urlencode
 
 import requests
@@ -31,17 +31,17 @@ from django_watcher_auth.conf import (
 from watcher_auth import (
     ConfigurationError,
     NotConnected,
-    ReauthenticationRequired,
     WatcherAuthError,
     WatcherSession,
-    WatcherUnavailable,
 )
-from watcher_auth._session import origin_of
 from watcher_auth.v2 import WatcherV2Session
+from watcher_auth.web import ErrorAnswer, FailureLog, LastAnswer, error_answer
 
 __all__ = [
     "attach_watcher",
     "check_watcher_access",
+    "error_page",
+    "failures",
     "safe_next",
     "wants_json",
     "watcher_error_response",
@@ -50,11 +50,13 @@ __all__ = [
 ]
 
 logger = logging.getLogger("django_watcher_auth")
+#: One log line per failure; repeats of the same one at most once a minute, with a count.
+failures = FailureLog(logger)
 
 _KEY_ATTR = "_watcher_auth_key"
 _V2_KEY_ATTR = "_watcher_auth_v2_key"
 _V2_USED_ATTR = "_watcher_auth_v2_used"
-_RETRY_AFTER = "30"
+_LAST_ANSWER_ATTR = "_watcher_auth_last_answer"
 
 
 def watcher_key(request: HttpRequest) -> str:
@@ -107,11 +109,11 @@ def attach_watcher(request: HttpRequest) -> None:
     """
 
     def build() -> WatcherSession:
-        return get_manager().session(watcher_key(request))
+        return _watched(request, get_manager().session(watcher_key(request)))
 
     def build_v2() -> WatcherV2Session:
         setattr(request, _V2_USED_ATTR, True)
-        return get_manager().v2_session(watcher_v2_key(request))
+        return _watched(request, get_manager().v2_session(watcher_v2_key(request)))
 
     def build_system() -> WatcherV2Session:
         key = system_api_key()
@@ -120,7 +122,7 @@ def attach_watcher(request: HttpRequest) -> None:
                 "request.watcher_system needs Watcher's API v2 system key: set "
                 f"WATCHER_AUTH['SYSTEM_API_KEY'] or the environment variable {SYSTEM_API_KEY_ENV}"
             )
-        return get_manager().v2_system_session(key)
+        return _watched(request, get_manager().v2_system_session(key))
 
     request.watcher = SimpleLazyObject(build)  # type: ignore[attr-defined]
     request.watcher_v2 = SimpleLazyObject(build_v2)  # type: ignore[attr-defined]
@@ -162,16 +164,42 @@ def check_watcher_access(request: HttpRequest, api: str = "v3") -> HttpResponse 
 def watcher_error_response(request: HttpRequest, exc: BaseException) -> HttpResponse | None:
     """The page or JSON answer for a Watcher error raised in a view, or ``None`` for others.
 
-    ``NotConnected`` and ``ReauthenticationRequired`` send people to the connect page (JSON
-    clients get 401); after ``request.watcher_v2`` found no API v2 account, to the API v2
-    connect page. ``WatcherUnavailable``, or a Watcher call that could not connect or timed
-    out, answers 503.
+    Every :class:`~watcher_auth.WatcherAuthError` is answered by the policy of
+    :func:`watcher_auth.web.error_answer` (so none becomes a 500); so are ``requests``
+    connection errors, timeouts and ``raise_for_status()`` errors on calls to Watcher.
+    Failures that need a (new) connection send people to the connect page (JSON clients get
+    401 with ``connect_url``); after ``request.watcher_v2`` found no API v2 account, to the
+    API v2 connect page. The rest answer an error page, or JSON ``{"error": code, ...}``,
+    with ``Retry-After`` when trying again later can help.
     """
-    if isinstance(exc, NotConnected):
-        return _reconnect(request, exc, _failed_api(request))
-    if isinstance(exc, WatcherUnavailable) or _watcher_unreachable(exc):
-        return _unavailable(request)
-    return None
+    last: LastAnswer | None = getattr(request, _LAST_ANSWER_ATTR, None)
+    answer = error_answer(
+        exc,
+        watcher_origin=_watcher_origin(),
+        last_status=last.status if last is not None else None,
+        last_was_json=last.was_json if last is not None else True,
+    )
+    if answer is None:
+        return None
+    failures.log(exc, answer, where=request.path)
+    if answer.connect:
+        return _reconnect(request, answer, _failed_api(request))
+    return error_page(request, answer)
+
+
+def error_page(request: HttpRequest, answer: ErrorAnswer) -> HttpResponse:
+    """``answer`` as JSON or as the ``unavailable.html`` (503) or ``error.html`` page."""
+    response: HttpResponse
+    if wants_json(request):
+        response = JsonResponse(answer.as_json(), status=answer.status)
+    else:
+        template = "unavailable.html" if answer.status == 503 else "error.html"
+        response = render(
+            request, f"django_watcher_auth/{template}", {"error": answer}, status=answer.status
+        )
+    if answer.retry_after is not None:
+        response["Retry-After"] = str(answer.retry_after)
+    return response
 
 
 def wants_json(request: HttpRequest) -> bool:
@@ -223,31 +251,19 @@ def _failed_api(request: HttpRequest) -> str:
     key = getattr(request, _V2_KEY_ATTR, None)
     if key is None:
         return "v2"  # nobody is signed in: after signing in, the API v2 page is wanted
-    return "v3" if get_manager().v2_is_connected(str(key)) else "v2"
+    try:
+        return "v3" if get_manager().v2_is_connected(str(key)) else "v2"
+    except WatcherAuthError:
+        return "v2"  # its record cannot be read either: connecting API v2 again replaces it
 
 
-def _reconnect(request: HttpRequest, exc: NotConnected, api: str = "v3") -> HttpResponse:
+def _reconnect(request: HttpRequest, answer: ErrorAnswer, api: str = "v3") -> HttpResponse:
     url = connect_url(api)
-    reauth = isinstance(exc, ReauthenticationRequired)
-    logger.info(
-        "user key %r sent to the Watcher connect page (%s)",
-        exc.key,
-        "tokens rejected" if reauth else "not connected",
-    )
     if wants_json(request):
-        body = {
-            "error": "watcher_reauthentication_required",
-            "reason": "reauthentication_required" if reauth else "not_connected",
-            "connect_url": url,
-        }
-        return JsonResponse(body, status=401)
+        body = {**answer.as_json(), "connect_url": url}
+        return JsonResponse(body, status=answer.status)
     if apps.is_installed("django.contrib.messages"):
-        text = (
-            _("Watcher no longer accepts your saved sign-in. Connect your Watcher account again.")
-            if reauth
-            else _("Connect your Watcher account to continue.")
-        )
-        messages.warning(request, text, fail_silently=True)
+        messages.warning(request, _(answer.message), fail_silently=True)
     back = request.get_full_path() if request.method in ("GET", "HEAD") else None
     back = back or safe_next(request, request.headers.get("referer"))
     if back:
@@ -255,26 +271,21 @@ def _reconnect(request: HttpRequest, exc: NotConnected, api: str = "v3") -> Http
     return HttpResponseRedirect(url)
 
 
-def _unavailable(request: HttpRequest) -> HttpResponse:
-    logger.warning("Watcher unavailable while serving %s", request.path)
-    response: HttpResponse
-    if wants_json(request):
-        response = JsonResponse({"error": "watcher_unavailable"}, status=503)
-    else:
-        response = render(request, "django_watcher_auth/unavailable.html", status=503)
-    response["Retry-After"] = _RETRY_AFTER
-    return response
+SessionT = TypeVar("SessionT", bound=requests.Session)
 
 
-def _watcher_unreachable(exc: BaseException) -> bool:
-    """A ``requests`` connection error or timeout on a call to the configured Watcher."""
-    if not isinstance(exc, (requests.ConnectionError, requests.Timeout)):
-        return False
-    sent: Any = getattr(exc, "request", None)
-    url = getattr(sent, "url", None)
-    if not isinstance(url, str):
-        return False
+def _watched(request: HttpRequest, session: SessionT) -> SessionT:
+    """``session``, remembering Watcher's last answer on ``request`` (for error answers)."""
+    last = getattr(request, _LAST_ANSWER_ATTR, None)
+    if last is None:
+        last = LastAnswer()
+        setattr(request, _LAST_ANSWER_ATTR, last)
+    session.hooks["response"].append(last)
+    return session
+
+
+def _watcher_origin() -> str | None:
     try:
-        return origin_of(url) == get_manager().origin
+        return get_manager().server
     except WatcherAuthError:
-        return False
+        return None

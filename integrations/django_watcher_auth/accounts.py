@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from django.db import transaction
 
 from django_watcher_auth._time import as_datetime
 from django_watcher_auth.conf import get_manager, service_account, user_key
 from django_watcher_auth.models import WatcherAccount
 from django_watcher_auth.stores import DjangoModelStore
+from watcher_auth import TokenDecryptionError, WatcherAuthError, web
 
-__all__ = ["AccountStatus", "V2Status", "account_status", "disconnect", "disconnect_key"]
+logger = logging.getLogger("django_watcher_auth")
+
+__all__ = [
+    "AccountStatus",
+    "V2Status",
+    "account_status",
+    "disconnect",
+    "disconnect_key",
+    "forget_deleted_user",
+    "key_status",
+]
 
 
 @dataclass(frozen=True)
@@ -20,7 +34,9 @@ class V2Status:
 
     Attributes:
         connected: a session or user key is stored.
-        needs_relogin: Watcher no longer accepts the stored one; the user must connect again.
+        needs_relogin: Watcher no longer accepts the stored one, or the current encryption
+            keys cannot read it; the user must connect again.
+        needs_reconnect: the stored record cannot be decrypted with the current keys.
         username: the Watcher username, when known.
         scheme: ``"session"`` (a password login) or ``"user-key"`` (an API key), when stored.
         connected_at: when the user connected it.
@@ -31,12 +47,14 @@ class V2Status:
     username: str | None = None
     scheme: str | None = None
     connected_at: datetime | None = None
+    needs_reconnect: bool = False
 
     def as_json(self) -> dict[str, Any]:
         """The status as JSON-ready data."""
         return {
             "connected": self.connected,
             "needs_relogin": self.needs_relogin,
+            "needs_reconnect": self.needs_reconnect,
             "username": self.username,
             "scheme": self.scheme,
             "connected_at": _iso(self.connected_at),
@@ -49,7 +67,10 @@ class AccountStatus:
 
     Attributes:
         connected: tokens are stored.
-        needs_relogin: Watcher rejected the stored tokens; the user must connect again.
+        needs_relogin: Watcher rejected the stored tokens, or the current encryption keys
+            cannot read them; the user must connect again.
+        needs_reconnect: the stored tokens cannot be decrypted with the current keys (the key
+            was rotated away, or the record is damaged); connecting again replaces them.
         username: the Watcher username, when known.
         server: the Watcher server.
         connected_at: when the user last connected with a password.
@@ -69,12 +90,14 @@ class AccountStatus:
     access_expires_at: datetime | None = None
     service_account: str | None = None
     v2: V2Status | None = None
+    needs_reconnect: bool = False
 
     def as_json(self) -> dict[str, Any]:
         """The status as JSON-ready data (with ``"v2"`` only when :attr:`v2` is set)."""
         data: dict[str, Any] = {
             "connected": self.connected,
             "needs_relogin": self.needs_relogin,
+            "needs_reconnect": self.needs_reconnect,
             "username": self.username,
             "server": self.server,
             "connected_at": _iso(self.connected_at),
@@ -101,7 +124,18 @@ def key_status(key: str) -> AccountStatus:
     manager = get_manager()
     service = service_account()
     v2 = _v2_status(key)
-    pair = manager.tokens(key)
+    try:
+        pair = manager.tokens(key)
+    except TokenDecryptionError:
+        return AccountStatus(
+            connected=False,
+            needs_relogin=True,
+            needs_reconnect=True,
+            username=_stored_username(key, "v3"),
+            server=manager.server,
+            service_account=service[0] if service is not None else None,
+            v2=v2,
+        )
     if pair is not None:
         return AccountStatus(
             connected=True,
@@ -124,7 +158,15 @@ def key_status(key: str) -> AccountStatus:
 
 
 def _v2_status(key: str) -> V2Status | None:
-    pair = get_manager().v2_tokens(key)
+    try:
+        pair = get_manager().v2_tokens(key)
+    except TokenDecryptionError:
+        return V2Status(
+            connected=False,
+            needs_relogin=True,
+            needs_reconnect=True,
+            username=_stored_username(key, "v2"),
+        )
     if pair is not None:
         return V2Status(
             connected=True,
@@ -149,6 +191,17 @@ def _needs_relogin(key: str, api: str) -> str | None:
     return None
 
 
+def _stored_username(key: str, api: str) -> str | None:
+    """The Watcher username in a ``"db"`` store row's plain columns, if any."""
+    manager = get_manager()
+    store = manager.store
+    if isinstance(store, DjangoModelStore):
+        row = store.account(manager.store_key(key, api=api))
+        if row is not None:
+            return row.username or None
+    return None
+
+
 def disconnect(user: Any) -> bool:
     """Forget ``user``'s Watcher credentials (API v3 and v2); returns whether any were stored."""
     return disconnect_key(user_key(user))
@@ -157,6 +210,8 @@ def disconnect(user: Any) -> bool:
 def disconnect_key(key: str, api: str | None = None) -> bool:
     """Forget a user key's Watcher credentials (and their rows in the ``"db"`` store).
 
+    A record the current encryption keys cannot read is deleted too (it counts as one).
+
     Args:
         key: the user key.
         api: ``"v3"`` or ``"v2"`` to forget only that API's credentials; ``None``: both.
@@ -164,11 +219,34 @@ def disconnect_key(key: str, api: str | None = None) -> bool:
     manager = get_manager()
     had_tokens = False
     if api in (None, "v3"):
-        had_tokens = manager.logout(key) or had_tokens
+        had_tokens = web.forget(manager, key, "v3") or had_tokens
     if api in (None, "v2"):
-        had_tokens = manager.v2_logout(key) or had_tokens
+        had_tokens = web.forget(manager, key, "v2") or had_tokens
     store = manager.store
     if isinstance(store, DjangoModelStore):
         for which in ("v3", "v2") if api is None else (api,):
             store.purge(manager.store_key(key, api=which))
     return had_tokens
+
+
+def forget_deleted_user(sender: Any, instance: Any, using: str, **kwargs: Any) -> None:
+    """``post_delete`` receiver of the user model: forget the deleted user's Watcher records.
+
+    Runs when the deletion commits (a rolled-back deletion keeps them), for every store. A
+    store that fails then leaves the records, and a warning names the user key.
+    """
+    try:
+        key = user_key(instance)
+    except WatcherAuthError as exc:
+        logger.warning("the Watcher records of a deleted portal user were kept: %s", exc)
+        return
+
+    def forget() -> None:
+        try:
+            disconnect_key(key)
+        except WatcherAuthError as exc:
+            logger.warning(
+                "the Watcher records of deleted portal user key %r were kept: %s", key, exc
+            )
+
+    transaction.on_commit(forget, using=using)

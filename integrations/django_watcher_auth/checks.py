@@ -23,7 +23,19 @@
 ``django_watcher_auth.E009``     ``SYSTEM_API_KEY`` (or the environment variable
                                  ``WATCHER_SYSTEM_API_KEY``) is set but empty, blank, or not
                                  usable in an HTTP header.
+``django_watcher_auth.W004``     (``--deploy``) ``VERIFY_TLS`` is off: anyone on the path to
+                                 Watcher can read passwords and tokens.
+``django_watcher_auth.W005``     (``--deploy``) ``DEBUG`` is on while a service account is
+                                 configured: error pages could show its settings.
+``django_watcher_auth.W006``     (``--deploy``) Neither ``XFrameOptionsMiddleware`` nor a
+                                 Content Security Policy with ``frame-ancestors`` keeps
+                                 other sites from framing the connect and disconnect pages.
+``django_watcher_auth.W007``     (``--database``) Stored records the current encryption keys
+                                 cannot read; their users see "needs reconnect".
 ================================ ===========================================================
+
+The ``--database`` check reads every record of the store (``manage.py check --database
+default``, or ``manage.py watcher_check``); it runs only for stores that can list their keys.
 """
 
 from __future__ import annotations
@@ -34,22 +46,37 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, Warning, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.db import connections
 from django.utils.module_loading import import_string
 
-from django_watcher_auth.conf import DEFAULTS, build_store, system_api_key, watcher_settings
+from django_watcher_auth.conf import (
+    DEFAULTS,
+    build_store,
+    get_manager,
+    service_account,
+    system_api_key,
+    watcher_settings,
+)
 from watcher_auth import MemoryStore, WatcherAuthError, normalize_server_url
+from watcher_auth.web import unreadable_keys
 
 __all__ = [
+    "check_deploy",
+    "check_framing",
     "check_middleware",
     "check_settings",
     "check_store",
     "check_system_api_key",
+    "check_unreadable_records",
     "check_url",
+    "unreadable_warning",
 ]
 
 _MIDDLEWARE = "django_watcher_auth.middleware.WatcherMiddleware"
 _AUTH_MIDDLEWARE = "django.contrib.auth.middleware.AuthenticationMiddleware"
+_XFRAME_MIDDLEWARE = "django.middleware.clickjacking.XFrameOptionsMiddleware"
+_CSP_MIDDLEWARE = "django.middleware.csp.ContentSecurityPolicyMiddleware"
 _ID = "django_watcher_auth."
 
 
@@ -241,3 +268,103 @@ def _is_local(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+@register(deploy=True)
+def check_deploy(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """W004 (TLS verification off), W005 (``DEBUG`` with a service account)."""
+    if not isinstance(getattr(settings, "WATCHER_AUTH", None), dict):
+        return []
+    problems: list[CheckMessage] = []
+    if watcher_settings.VERIFY_TLS is False:
+        problems.append(
+            Warning(
+                "WATCHER_AUTH['VERIFY_TLS'] is False: Watcher's certificate is not checked, so "
+                "anyone on the network path can read Watcher passwords and tokens.",
+                hint="Remove the setting, or set it to the path of the CA bundle that signed "
+                "Watcher's certificate.",
+                id=_ID + "W004",
+            )
+        )
+    try:
+        service = service_account()
+    except WatcherAuthError:
+        service = None  # E005 and friends report a broken configuration
+    if settings.DEBUG and service is not None:
+        problems.append(
+            Warning(
+                "DEBUG is on while a Watcher service account is configured: debug pages and "
+                "logs could show the site's settings to visitors.",
+                hint="Turn DEBUG off in production.",
+                id=_ID + "W005",
+            )
+        )
+    return problems
+
+
+@register(deploy=True)
+def check_framing(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """W006: nothing stops another site from framing the connect and disconnect pages."""
+    middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
+    if _position(middleware, _XFRAME_MIDDLEWARE) is not None:
+        return []
+    if _csp_frame_ancestors(middleware):
+        return []
+    return [
+        Warning(
+            "Other sites may frame the Watcher connect and disconnect pages (clickjacking): "
+            f"{_XFRAME_MIDDLEWARE} is not in MIDDLEWARE and no Content Security Policy sets "
+            "frame-ancestors.",
+            hint=f"Add {_XFRAME_MIDDLEWARE} to MIDDLEWARE, or a CSP with "
+            "frame-ancestors 'none' (SECURE_CSP on Django 6.0+).",
+            id=_ID + "W006",
+        )
+    ]
+
+
+@register(Tags.database)
+def check_unreadable_records(
+    app_configs: Sequence[Any] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """W007: records the current encryption keys cannot read (only with ``--database``)."""
+    if not kwargs.get("databases") or not isinstance(getattr(settings, "WATCHER_AUTH", None), dict):
+        return []
+    from django_watcher_auth.models import WatcherAccount
+    from django_watcher_auth.stores import DjangoModelStore
+
+    try:
+        manager = get_manager()
+        store = manager.store
+        if isinstance(store, DjangoModelStore):
+            # Before the first migrate (which runs this check) there is nothing to read.
+            tables = connections[store.using].introspection.table_names()
+            if WatcherAccount._meta.db_table not in tables:
+                return []
+        unreadable = unreadable_keys(manager)
+    except WatcherAuthError:
+        return []  # E005 reports a store that cannot be built; a store outage is no setting
+    if not unreadable:
+        return []
+    return [unreadable_warning(len(unreadable))]
+
+
+def unreadable_warning(count: int) -> Warning:
+    """The W007 warning for ``count`` unreadable records."""
+    return Warning(
+        f"{count} stored Watcher record(s) cannot be read with the current encryption keys; "
+        'their users see "needs reconnect" until they connect again.',
+        hint="If the encryption key (WATCHER_AUTH['ENCRYPTION_KEYS'], or SECRET_KEY) was "
+        "rotated, keep the old key after the new one (or in SECRET_KEY_FALLBACKS). Nothing "
+        "is deleted: connecting again replaces a record, disconnecting deletes it.",
+        id=_ID + "W007",
+    )
+
+
+def _csp_frame_ancestors(middleware: list[str]) -> bool:
+    """A Content Security Policy middleware configured with ``frame-ancestors``."""
+    builtin: Any = getattr(settings, "SECURE_CSP", None)  # Django 6.0+
+    if isinstance(builtin, dict) and "frame-ancestors" in builtin and _CSP_MIDDLEWARE in middleware:
+        return True
+    third_party: Any = getattr(settings, "CONTENT_SECURITY_POLICY", None)  # django-csp 4
+    directives = third_party.get("DIRECTIVES", {}) if isinstance(third_party, dict) else {}
+    return "frame-ancestors" in directives and "csp.middleware.CSPMiddleware" in middleware

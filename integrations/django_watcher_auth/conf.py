@@ -17,22 +17,32 @@ STORE_OPTIONS      ``{}``                   Keyword arguments for the store's co
 TIMEOUT            ``10.0``                 Seconds for each request to Watcher.
 REFRESH_MARGIN     ``None``                 Seconds before expiry to refresh; ``None``: 10% of
                                             the token's lifetime, at most 60 s.
-LOCK_TIMEOUT       ``30.0``                 Seconds to wait for another worker's refresh; also
-                                            the lease of a cache lock whose holder died.
+LOCK_TIMEOUT       ``30.0``                 Seconds to wait for another worker's refresh.
+DEADLINE           ``None``                 Seconds a login or refresh may take in all; a
+                                            refresh waits for its answer until then, never
+                                            cut short by ``TIMEOUT``. ``None``:
+                                            ``max(30, 2 * TIMEOUT)``.
 LOCAL_CACHE_SIZE   ``10000``                Fresh token pairs kept in each process in front of
                                             a shared store; ``0`` turns the cache off.
 VERIFY_TLS         ``True``                 TLS verification: ``True``, ``False``, or a CA
                                             bundle path.
 ENCRYPTION_KEYS    ``[]``                   Keys for tokens at rest, newest first (the first
-                                            encrypts, all decrypt). Empty: derived from
-                                            ``SECRET_KEY`` and ``SECRET_KEY_FALLBACKS``.
+                                            encrypts, all decrypt): generated keys
+                                            (``watcher_auth.crypto.generate_key()``) are used
+                                            as given, other strings go through HKDF-SHA256.
+                                            Empty: derived from ``SECRET_KEY`` and
+                                            ``SECRET_KEY_FALLBACKS``.
 CACHE_ALIAS        ``"default"``            The ``CACHES`` alias of the ``"cache"`` store.
 CACHE_KEY_PREFIX   ``"watcher_auth"``       Prefix of the ``"cache"`` store's keys.
 USER_KEY           ``None``                 Dotted path to ``fn(user) -> str``, the key a
                                             portal user's tokens live under; ``None``:
-                                            ``str(user.pk)``.
+                                            ``str(user.pk)``. A value starting with
+                                            ``"service:"`` or ``"user:"`` is stored under
+                                            ``"user:" + value`` (service accounts own the
+                                            ``"service:"`` keys).
 USER_FROM_KEY      ``None``                 Dotted path to ``fn(key) -> user | None``, the
-                                            inverse of ``USER_KEY``; ``None``: a primary key
+                                            inverse of ``USER_KEY`` (it gets what
+                                            ``USER_KEY`` returned); ``None``: a primary key
                                             lookup.
 SERVICE_ACCOUNT    ``None``                 ``{"USERNAME": ..., "PASSWORD": ...}`` of a Watcher
                                             account used for portal users who have not
@@ -82,6 +92,7 @@ from watcher_auth import (
     TokenStore,
     WatcherEvent,
     resolve_store,
+    web,
 )
 from watcher_auth.stores import import_string
 from watcher_auth.v2 import SYSTEM_API_KEY_ENV, system_api_key_setting
@@ -111,6 +122,7 @@ DEFAULTS: dict[str, Any] = {
     "TIMEOUT": 10.0,
     "REFRESH_MARGIN": None,
     "LOCK_TIMEOUT": 30.0,
+    "DEADLINE": None,
     "LOCAL_CACHE_SIZE": 10_000,
     "VERIFY_TLS": True,
     "ENCRYPTION_KEYS": [],
@@ -128,8 +140,8 @@ DEFAULTS: dict[str, Any] = {
 
 #: The environment variable read when ``WATCHER_AUTH['SYSTEM_API_KEY']`` is not set.
 
-#: Keys of service accounts start with this; ``str(user.pk)`` never does.
-SERVICE_KEY_PREFIX = "service:"
+#: Keys of service accounts start with this; :func:`user_key` never makes one.
+SERVICE_KEY_PREFIX = web.SERVICE_KEY_PREFIX
 
 _RELOAD_ON = frozenset(
     {"WATCHER_AUTH", "SECRET_KEY", "SECRET_KEY_FALLBACKS", "CACHES", "DATABASES"}
@@ -149,6 +161,7 @@ class WatcherSettings:
     TIMEOUT: float
     REFRESH_MARGIN: float | None
     LOCK_TIMEOUT: float
+    DEADLINE: float | None
     LOCAL_CACHE_SIZE: int
     VERIFY_TLS: bool | str
     ENCRYPTION_KEYS: list[str]
@@ -241,6 +254,7 @@ def _build_manager() -> TokenManager:
         clock=get_clock(),
         refresh_margin=watcher_settings.REFRESH_MARGIN,
         lock_timeout=float(watcher_settings.LOCK_TIMEOUT),
+        deadline=watcher_settings.DEADLINE,
         local_cache_size=int(watcher_settings.LOCAL_CACHE_SIZE),
         verify=watcher_settings.VERIFY_TLS,
     )
@@ -265,7 +279,6 @@ def build_store() -> TokenStore:
 
         options.setdefault("alias", watcher_settings.CACHE_ALIAS)
         options.setdefault("key_prefix", watcher_settings.CACHE_KEY_PREFIX)
-        options.setdefault("lease", float(watcher_settings.LOCK_TIMEOUT))
         return DjangoCacheStore(**options)
     if spec == "memory":
         return MemoryStore(**options)
@@ -300,24 +313,30 @@ def _callable_setting(name: str) -> Callable[..., Any] | None:
 
 
 def user_key(user: Any) -> str:
-    """The key under which ``user``'s Watcher tokens are stored (``str(user.pk)`` by default)."""
+    """The key under which ``user``'s Watcher tokens are stored (``str(user.pk)`` by default).
+
+    What ``USER_KEY`` returns goes through :func:`watcher_auth.web.portal_key`: a value
+    starting with ``"service:"`` or ``"user:"`` is stored under ``"user:" + value``, so no
+    portal user can reach a service account's tokens.
+    """
     function = _callable_setting("USER_KEY")
     key = function(user) if function is not None else str(user.pk)
     if not isinstance(key, str) or not key:
         raise ConfigurationError("WATCHER_AUTH['USER_KEY'] must return a non-empty string")
-    return key
+    return web.portal_key(key)
 
 
 def user_for_key(key: str, using: str | None = None) -> Any:
     """The portal user whose key is ``key``, or ``None`` (service accounts, deleted users)."""
+    portal_id = web.portal_id(key)
+    if portal_id is None:
+        return None
     function = _callable_setting("USER_FROM_KEY")
     if function is not None:
-        return function(key)
-    if key.startswith(SERVICE_KEY_PREFIX):
-        return None
+        return function(portal_id)
     model = get_user_model()
     try:
-        pk = model._meta.pk.to_python(key)
+        pk = model._meta.pk.to_python(portal_id)
     except (ValidationError, ValueError, TypeError):
         return None
     manager = model._default_manager.db_manager(using) if using else model._default_manager
@@ -359,7 +378,7 @@ def system_api_key() -> str | None:
 
 def service_key(username: str) -> str:
     """The store key of the service account ``username``."""
-    return SERVICE_KEY_PREFIX + username
+    return web.service_key(username)
 
 
 def _service_credentials(service: tuple[str, str]) -> Callable[[str], tuple[str, str] | None]:

@@ -20,8 +20,10 @@ def watcher_required(view: View) -> View:
 
     Anonymous users go to ``LOGIN_URL``; users without tokens, or whose tokens Watcher
     rejects, go to the connect page and come back after connecting; a stale access token is
-    refreshed before the view runs. Watcher errors the view raises are answered as the
-    middleware answers them, so the decorator also works without it::
+    refreshed before the view runs. Every library failure, before or inside the view, gets
+    the answer of :func:`watcher_auth.web.error_answer` (a 503 page with ``Retry-After``
+    while Watcher is down, JSON for API clients...), as the middleware answers them, so the
+    decorator also works without it::
 
         @watcher_required
         def cameras(request):

@@ -1,5 +1,5 @@
 """``request.watcher`` (with ``request.watcher_v2`` and ``request.watcher_system``), and Watcher
-errors turned into redirects and 503 pages.
+errors turned into redirects and error pages by the shared policy.
 
 Add it after ``AuthenticationMiddleware``::
 
@@ -34,10 +34,12 @@ class WatcherMiddleware:
       is signed in: use it only in views restricted to staff or for server-side jobs.
       Without a key configured, using it raises :class:`~watcher_auth.ConfigurationError`.
 
-    From views: ``NotConnected`` and ``ReauthenticationRequired`` redirect to the connect
-    page with ``next`` (or answer 401 JSON with ``connect_url`` to clients that prefer
-    JSON; after ``request.watcher_v2`` failed, the API v2 connect page); ``WatcherUnavailable``
-    answers 503.
+    From views, every library failure is answered by :func:`watcher_auth.web.error_answer`:
+    failures that need a (new) connection redirect to the connect page with ``next`` (or
+    answer 401 JSON with ``connect_url`` to clients that prefer JSON; after
+    ``request.watcher_v2`` failed, the API v2 connect page); Watcher or the token store being
+    down answers 503 with ``Retry-After``; Watcher's 403 answers 403; and so on, never 500.
+    ``requests`` errors on calls to Watcher (``raise_for_status()``) are answered too.
     """
 
     sync_capable = True
@@ -51,5 +53,5 @@ class WatcherMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        """The redirect, 401 or 503 for a Watcher error; ``None`` lets others through."""
+        """The policy's answer to a library failure; ``None`` lets other exceptions through."""
         return watcher_error_response(request, exception)

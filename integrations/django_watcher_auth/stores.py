@@ -31,13 +31,13 @@ from django_watcher_auth._time import as_datetime
 from django_watcher_auth.models import WatcherAccount
 from watcher_auth import (
     ConfigurationError,
+    KeyedLocks,
     StoreError,
     StoreKey,
     StoreLockTimeout,
     TokenPair,
     TokenStore,
 )
-from watcher_auth._locks import KeyedLocks
 from watcher_auth.crypto import TokenCipher
 from watcher_auth.stores import (
     AsyncStoreAdapter,
@@ -72,8 +72,9 @@ _SQLITE_BUSY = "database is locked"
 def default_cipher() -> TokenCipher:
     """The cipher for ``WATCHER_AUTH['ENCRYPTION_KEYS']``, or keys derived from ``SECRET_KEY``.
 
-    With no keys configured, ``SECRET_KEY`` encrypts and ``SECRET_KEY_FALLBACKS`` also
-    decrypt, so rotating Django's secret the documented way keeps stored tokens readable.
+    With no keys configured, a key derived (HKDF-SHA256, see :func:`watcher_auth.crypto.derive_key`)
+    from ``SECRET_KEY`` encrypts and keys derived from ``SECRET_KEY_FALLBACKS`` also decrypt,
+    so rotating Django's secret the documented way keeps stored tokens readable.
     """
     from django_watcher_auth.conf import watcher_settings
 
@@ -81,7 +82,11 @@ def default_cipher() -> TokenCipher:
     if keys:
         return TokenCipher(keys, setting="WATCHER_AUTH['ENCRYPTION_KEYS']")
     derived = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
-    return TokenCipher(derived, setting="SECRET_KEY (WATCHER_AUTH['ENCRYPTION_KEYS'] is empty)")
+    return TokenCipher(
+        derived,
+        setting="SECRET_KEY (WATCHER_AUTH['ENCRYPTION_KEYS'] is empty)",
+        derive_all=True,  # Django signs with these too: never use one as the AES key itself
+    )
 
 
 class DjangoModelStore(TokenStore):
@@ -136,7 +141,7 @@ class DjangoModelStore(TokenStore):
             raise self._failure("read", exc) from exc
         if not record:
             return None
-        return self.cipher.loads(record)
+        return self.cipher.loads(record, key)
 
     def save(self, key: StoreKey, pair: TokenPair) -> None:
         try:
@@ -144,7 +149,7 @@ class DjangoModelStore(TokenStore):
                 "user": self._user(key.user),
                 "username": pair.username or "",
                 "status": WatcherAccount.Status.CONNECTED,
-                "record": self.cipher.dumps(pair).decode("ascii"),
+                "record": self.cipher.dumps(pair, key).decode("ascii"),
                 "connected_at": as_datetime(pair.connected_at),
                 "last_refreshed_at": as_datetime(pair.refreshed_at),
                 "access_expires_at": as_datetime(pair.local_expires_at),
@@ -423,10 +428,10 @@ class DjangoCacheStore(TokenStore):
         value = self._call("read", lambda cache: cache.get(self._key("record", key)))
         if value is None:
             return None
-        return self.cipher.loads(value)
+        return self.cipher.loads(value, key)
 
     def save(self, key: StoreKey, pair: TokenPair) -> None:
-        token = self.cipher.dumps(pair).decode("ascii")
+        token = self.cipher.dumps(pair, key).decode("ascii")
         self._call("write", lambda cache: self._write(cache, key, token))
 
     def delete(self, key: StoreKey) -> None:

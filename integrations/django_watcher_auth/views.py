@@ -2,13 +2,15 @@
 
 Templates (override any of them in a project's own ``templates/`` folder):
 ``django_watcher_auth/base.html`` (which the others extend: make it extend the site's base),
-``connect.html``, ``connect_v2.html``, ``status.html`` and ``unavailable.html``.
+``connect.html``, ``connect_v2.html``, ``status.html``, ``unavailable.html`` (503 answers)
+and ``error.html`` (other failures).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import wraps
 
 from django import forms
 from django.contrib import messages
@@ -22,7 +24,7 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
-from django_watcher_auth._http import safe_next, wants_json
+from django_watcher_auth._http import safe_next, wants_json, watcher_error_response
 from django_watcher_auth.accounts import account_status
 from django_watcher_auth.accounts import disconnect as forget_account
 from django_watcher_auth.conf import get_manager, user_key, watcher_settings
@@ -30,6 +32,7 @@ from django_watcher_auth.forms import ConnectForm, ConnectV2Form
 from watcher_auth import (
     InvalidCredentials,
     Secret,
+    WatcherAuthError,
     WatcherPermissionDenied,
     WatcherProtocolError,
     WatcherUnavailable,
@@ -38,6 +41,25 @@ from watcher_auth import (
 __all__ = ["connect", "connect_v2", "disconnect", "status"]
 
 logger = logging.getLogger("django_watcher_auth")
+
+
+ViewFunction = Callable[..., HttpResponse]
+
+
+def _answers_failures(view: ViewFunction) -> ViewFunction:
+    """Answer the library's failures by the shared policy, also without the middleware."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except WatcherAuthError as exc:
+            response = watcher_error_response(request, exc)
+            if response is None:  # pragma: no cover - every library error has an answer
+                raise
+            return response
+
+    return wrapped
 
 
 def _after_connect(next_url: str | None) -> str:
@@ -83,6 +105,7 @@ def _try_connect(
 @never_cache
 @login_required
 @require_http_methods(["GET", "HEAD", "POST"])
+@_answers_failures
 def connect(request: HttpRequest) -> HttpResponse:
     """Ask for the Watcher username and password, log in once, keep only the tokens.
 
@@ -120,6 +143,7 @@ def connect(request: HttpRequest) -> HttpResponse:
 @never_cache
 @login_required
 @require_http_methods(["GET", "HEAD", "POST"])
+@_answers_failures
 def connect_v2(request: HttpRequest) -> HttpResponse:
     """Connect an API v2 account: store a user API key, or log in to API v2 with a password.
 
@@ -172,6 +196,7 @@ def connect_v2(request: HttpRequest) -> HttpResponse:
 @csrf_protect
 @login_required
 @require_POST
+@_answers_failures
 def disconnect(request: HttpRequest) -> HttpResponse:
     """Forget the signed-in user's Watcher credentials, API v3 and v2 (POST only), then go to
     ``next``."""
@@ -187,6 +212,7 @@ def disconnect(request: HttpRequest) -> HttpResponse:
 @never_cache
 @login_required
 @require_http_methods(["GET", "HEAD"])
+@_answers_failures
 def status(request: HttpRequest) -> HttpResponse:
     """Whether the signed-in user's Watcher account is connected (HTML or JSON)."""
     current = account_status(request.user)

@@ -45,6 +45,7 @@ WATCHER_ENCRYPTION_KEYS   ``[]`` (``SECRET_KEY``)       keys encrypting stored t
 WATCHER_TIMEOUT           ``10.0``                      seconds per request to Watcher
 WATCHER_REFRESH_MARGIN    ``None`` (10%, <= 60 s)       seconds before expiry to refresh
 WATCHER_LOCK_TIMEOUT      ``30.0``                      seconds to wait for another refresh
+WATCHER_DEADLINE          ``None`` (30 s or 2 x timeout) seconds a login or refresh may take
 WATCHER_LOCAL_CACHE_SIZE  ``10000``                     fresh pairs cached per process
 WATCHER_VERIFY_TLS        ``True``                      TLS verification, or a CA bundle path
 WATCHER_SERVICE_USERNAME  ``None`` (or environment)     a service account for users who
@@ -55,7 +56,23 @@ WATCHER_CLOCK             ``None`` (``time.time``)      the clock, for tests
 WATCHER_SYSTEM_API_KEY    ``None`` (or environment)     Watcher's API v2 system key, for
                                                         ``current_watcher_system``; set but
                                                         empty fails at start-up
+WATCHER_MULTIPROCESS      ``None`` (``WEB_CONCURRENCY``) whether several processes serve the
+                                                        app; ``True`` refuses a ``"memory"``
+                                                        store. ``None``: true when the
+                                                        environment's ``WEB_CONCURRENCY`` is
+                                                        above 1
+WATCHER_CHECK_STORE_ON    ``False``                     read the store once in ``init_app``, so
+_START                                                  an unreachable store fails at start-up
 ========================  ============================  ========================================
+
+Unknown ``WATCHER_*`` keys are logged at start-up with the closest known name; so is a
+``"memory"`` store, which keeps tokens in one process.
+
+Failures are answered by :mod:`watcher_auth.web`'s policy: pages redirect to the connect page
+or render ``watcher_auth/unavailable.html`` / ``error.html``; JSON clients get
+``{"error": code, "message": ...}`` with the status of the policy. ``forget_user(user_id)``
+forgets a deleted portal user's records; ``forget_deleted_users(Model)`` does it on every ORM
+delete.
 """
 
 from flask_watcher_auth._extension import (

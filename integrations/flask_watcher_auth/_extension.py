@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 import os
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 from urllib.parse import urlencode
 
+import requests
 from flask import (
     Flask,
-    Response,
     current_app,
     flash,
     g,
+    has_app_context,
     has_request_context,
     jsonify,
     redirect,
@@ -34,26 +36,37 @@ from flask_watcher_auth._settings import (
     SYSTEM_API_KEY_ENV,
     WatcherSettings,
     build_store,
+    check_process_model,
     load_settings,
+    probe_store,
 )
 from flask_watcher_auth.signals import SIGNALS
 from watcher_auth import (
     ConfigurationError,
     NotConnected,
-    ReauthenticationRequired,
     TokenManager,
     TokenStore,
+    WatcherAuthError,
     WatcherEvent,
     WatcherSession,
-    WatcherUnavailable,
+    web,
 )
 from watcher_auth.v2 import WatcherV2Session
+from watcher_auth.web import (
+    ErrorAnswer,
+    FailureLog,
+    LastAnswer,
+    error_answer,
+    portal_key,
+    service_key,
+)
 
 __all__ = [
     "EXTENSION_KEY",
     "SERVICE_ACCOUNT_KEY",
     "WatcherAuth",
     "WatcherState",
+    "answer_response",
     "current_watcher",
     "current_watcher_system",
     "current_watcher_v2",
@@ -63,8 +76,9 @@ __all__ = [
 ]
 
 EXTENSION_KEY = "watcher_auth"
-#: The user key under which the service account's tokens are stored.
-SERVICE_ACCOUNT_KEY = "watcher-service-account"
+#: The user key under which the service account's tokens are stored. No portal user's key
+#: can be this (see :func:`watcher_auth.web.portal_key`).
+SERVICE_ACCOUNT_KEY = service_key("watcher-service-account")
 
 F = TypeVar("F", bound=Callable[..., Any])
 UserKeyLoader = Callable[[], "str | int | None"]
@@ -92,21 +106,32 @@ class WatcherAuth:
         """Read and validate the ``WATCHER_*`` config, then register the blueprint, error
         handlers and CLI commands.
 
+        Unknown ``WATCHER_*`` keys are logged with the closest known one; a ``"memory"`` store
+        is logged as per-process, and refused when ``WATCHER_MULTIPROCESS`` is true (or, when
+        it is ``None``, the environment variable ``WEB_CONCURRENCY`` is above 1). With
+        ``WATCHER_CHECK_STORE_ON_START`` the store is read once here.
+
         Raises:
-            ConfigurationError: a ``WATCHER_*`` key is missing or wrong (the message names it).
+            ConfigurationError: a ``WATCHER_*`` key is missing or wrong (the message names it),
+                or a per-process store in a multi-process app.
+            StoreError: ``WATCHER_CHECK_STORE_ON_START`` is on and the store failed.
         """
         if EXTENSION_KEY in app.extensions:
             raise ConfigurationError("WatcherAuth is already set up on this app")
         settings = load_settings(app)
         store = self._store if self._store is not None else build_store(settings)
+        check_process_model(settings, store)
+        if settings.check_store_on_start:
+            probe_store(settings, store)
         app.extensions[EXTENSION_KEY] = WatcherState(self, app, settings, store)
 
         from flask_watcher_auth._cli import watcher_cli
-        from flask_watcher_auth._views import blueprint
+        from flask_watcher_auth._views import blueprint, refuse_framing
 
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix or None)
-        app.register_error_handler(NotConnected, _handle_not_connected)
-        app.register_error_handler(WatcherUnavailable, _handle_unavailable)
+        app.after_request(refuse_framing)
+        app.register_error_handler(WatcherAuthError, _handle_watcher_error)
+        app.register_error_handler(requests.RequestException, _handle_requests_error)
         app.teardown_appcontext(_close_request_session)
         app.cli.add_command(watcher_cli)
 
@@ -122,6 +147,58 @@ class WatcherAuth:
     def manager(self) -> TokenManager:
         """The current app's :class:`~watcher_auth.TokenManager`."""
         return get_state().manager
+
+    def forget_user(self, user_id: str | int, *, app: Flask | None = None) -> bool:
+        """Forget a portal user's Watcher records (API v3 and v2): call it when deleting them.
+
+        ``user_id`` is what Flask-Login's ``get_id()`` (or the ``user_key_loader``) gives
+        for that user. Records the current encryption keys cannot read are deleted too.
+        Returns whether any record existed.
+
+        Raises:
+            StoreError: the store failed; nothing may have been deleted.
+        """
+        state = get_state(app)
+        return web.forget(state.manager, portal_key(str(user_id)))
+
+    def forget_deleted_users(self, model: type[Any], *, id_attribute: str = "id") -> None:
+        """Forget the Watcher records of every ``model`` row deleted through the ORM.
+
+        For SQLAlchemy (and Flask-SQLAlchemy) user models: the records go when the session
+        that deleted the row commits, not if it rolls back. ``id_attribute`` holds the id
+        Flask-Login's ``get_id()`` returns. Bulk ``DELETE`` statements bypass the ORM and
+        this hook; call :meth:`forget_user` for those. Call it with the app's context
+        active, once per model.
+        """
+        from sqlalchemy import event
+        from sqlalchemy.orm import Session, object_session
+
+        app = cast(Flask, current_app._get_current_object())  # type: ignore[attr-defined]
+        pending_key = f"watcher_auth_deleted_{id(self)}_{id(app)}"
+
+        def remember(_mapper: Any, _connection: Any, target: Any) -> None:
+            session = object_session(target)
+            if session is not None:
+                session.info.setdefault(pending_key, []).append(str(getattr(target, id_attribute)))
+
+        def forget_all(session: Session) -> None:
+            for user_id in session.info.pop(pending_key, []):
+                with app.app_context():
+                    try:
+                        self.forget_user(user_id, app=app)
+                    except WatcherAuthError as exc:
+                        logging.getLogger("flask_watcher_auth").warning(
+                            "the Watcher records of deleted portal user %r were kept: %s",
+                            user_id,
+                            exc,
+                        )
+
+        def drop(session: Session, *_args: Any) -> None:
+            session.info.pop(pending_key, None)
+
+        event.listen(model, "after_delete", remember)
+        event.listen(Session, "after_commit", forget_all)
+        event.listen(Session, "after_soft_rollback", drop)
 
 
 class WatcherState:
@@ -141,6 +218,8 @@ class WatcherState:
         self.settings = settings
         self.store = store
         self.csrf: SessionCsrf | WTFCsrf = choose_csrf()
+        #: Logs failures answered to visitors; repeats at most once a minute, with a count.
+        self.failures = FailureLog(logging.getLogger("flask_watcher_auth"))
         self._manager: TokenManager | None = None
         self._manager_pid = 0
         self._guard = threading.Lock()
@@ -169,6 +248,7 @@ class WatcherState:
             timeout=settings.timeout,
             refresh_margin=settings.refresh_margin,
             lock_timeout=settings.lock_timeout,
+            deadline=settings.deadline,
             local_cache_size=settings.local_cache_size,
             verify=settings.verify_tls,
             **options,
@@ -178,12 +258,16 @@ class WatcherState:
         return manager
 
     def user_key(self) -> str | None:
-        """The signed-in portal user's key, or ``None`` for an anonymous visitor."""
+        """The signed-in portal user's key, or ``None`` for an anonymous visitor.
+
+        It is :func:`watcher_auth.web.portal_key` of the user's id, which no service account
+        key can equal.
+        """
         loader = self.extension._user_key_loader
         key = loader() if loader is not None else _flask_login_user_key()
         if key is None or key == "":
             return None
-        return str(key)
+        return portal_key(str(key))
 
     def watcher_key(self) -> str:
         """The key whose Watcher account serves this request.
@@ -301,7 +385,25 @@ def _request_owner() -> object:
     return request._get_current_object() if has_request_context() else None  # type: ignore[attr-defined]
 
 
+_PROXY_NAMES = {
+    "v3": "current_watcher",
+    "v2": "current_watcher_v2",
+    "system": "current_watcher_system",
+}
+
+
 def _request_session(api: str = "v3") -> _RequestSession:
+    if api == "system" and not has_app_context():
+        raise RuntimeError(
+            "current_watcher_system was used outside an application context: wrap the job in "
+            "`with app.app_context():`, or call get_state(app).system_session()"
+        )
+    if api != "system" and not has_request_context():
+        raise RuntimeError(
+            f"{_PROXY_NAMES[api]} was used outside a request: it belongs to the signed-in "
+            "portal user. Outside a request use get_state(app).manager.session(user_key) "
+            "(or .v2_session(user_key))"
+        )
     owner = _request_owner()
     slot = _SLOTS[api]
     held: _RequestSession | None = g.get(slot)
@@ -322,9 +424,33 @@ def _request_session(api: str = "v3") -> _RequestSession:
     else:
         key = state.watcher_key()
         session = state.manager.session(key)
+    session.hooks["response"].append(_last_answer(owner))
     held = _RequestSession(owner, key, session)
     setattr(g, slot, held)
     return held
+
+
+def _last_answer(owner: object) -> LastAnswer:
+    """This request's record of Watcher's last answer (shared by its sessions)."""
+    held: tuple[object, LastAnswer] | None = g.get("_watcher_last_answer")
+    if held is None or held[0] is not owner:
+        held = (owner, LastAnswer())
+        g._watcher_last_answer = held
+    return held[1]
+
+
+def _answer_after_watcher(exc: Exception) -> BaseResponse | None:
+    """The answer to a view's ``KeyError``, ``ValueError``... raised after Watcher failed.
+
+    A view that reads Watcher's 5xx error page (or a non-JSON answer) as data fails with
+    such an error: it is answered as Watcher's failure. ``None`` for anything else.
+    """
+    held: tuple[object, LastAnswer] | None = g.get("_watcher_last_answer")
+    if held is None or held[0] is not _request_owner():
+        return None
+    last = held[1]
+    answer = error_answer(exc, last_status=last.status, last_was_json=last.was_json)
+    return None if answer is None else answer_response(exc, answer)
 
 
 def _current_session() -> WatcherSession:
@@ -343,6 +469,7 @@ def _current_system_session() -> WatcherV2Session:
 #: against the Watcher API): ``current_watcher.get("streams").json()``. Made on first use in
 #: each request and kept on ``g``. Raises :class:`~watcher_auth.NotConnected` for anonymous
 #: visitors; the extension's error handler turns that into a redirect to the connect page.
+#: Outside a request it raises a ``RuntimeError`` saying so.
 current_watcher: WatcherSession = cast(WatcherSession, LocalProxy(_current_session))
 
 #: The signed-in user's API v2 session (``/vsaas/api/v2``) with their stored API v2 session
@@ -362,16 +489,28 @@ current_watcher_system: WatcherV2Session = cast(
 def watcher_required(view: F) -> F:
     """Only run ``view`` for a user whose Watcher account is connected and usable.
 
-    Otherwise the visitor is sent to the connect page (a 401 JSON answer for JSON requests);
-    an unreachable Watcher answers 503. Tokens are refreshed first when they are due.
+    Otherwise the visitor is sent to the connect page (a 401 JSON answer for JSON requests).
+    Tokens are refreshed first when they are due. Failures, here or in the view, are
+    answered by the extension's error handlers (:func:`watcher_auth.web.error_answer`): a
+    503 with ``Retry-After`` while Watcher or the store is down, and so on.
     """
 
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         get_state().manager.current_tokens(_request_session().key)
-        return current_app.ensure_sync(view)(*args, **kwargs)
+        return _run_view(view, *args, **kwargs)
 
     return cast(F, wrapper)
+
+
+def _run_view(view: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return current_app.ensure_sync(view)(*args, **kwargs)
+    except (LookupError, TypeError, ValueError) as exc:
+        answer = _answer_after_watcher(exc)
+        if answer is None:
+            raise
+        return answer
 
 
 def watcher_v2_required(view: F) -> F:
@@ -388,7 +527,7 @@ def watcher_v2_required(view: F) -> F:
         # A service account without a session yet logs in on its first call.
         if key != SERVICE_ACCOUNT_KEY and not get_state().manager.v2_is_connected(key):
             raise NotConnected(key)
-        return current_app.ensure_sync(view)(*args, **kwargs)
+        return _run_view(view, *args, **kwargs)
 
     return cast(F, wrapper)
 
@@ -417,33 +556,62 @@ def _failed_api(state: WatcherState) -> str:
     held: _RequestSession | None = g.get(_SLOTS["v2"])
     if held is None or held.owner is not owner:
         return "v2"  # nobody is signed in: after signing in, the API v2 page is wanted
-    return "v3" if state.manager.v2_is_connected(held.key) else "v2"
+    try:
+        return "v3" if state.manager.v2_is_connected(held.key) else "v2"
+    except WatcherAuthError:
+        return "v2"  # its record cannot be read either: connecting API v2 again replaces it
 
 
-def _handle_not_connected(exc: NotConnected) -> BaseResponse:
+def _handle_watcher_error(exc: WatcherAuthError) -> BaseResponse:
+    answer = error_answer(exc)
+    if answer is None:  # pragma: no cover - every WatcherAuthError has an answer
+        raise exc
+    return answer_response(exc, answer)
+
+
+def _handle_requests_error(exc: requests.RequestException) -> BaseResponse:
+    """A ``requests`` failure on a call to Watcher (a ``raise_for_status()`` included)."""
+    answer = error_answer(exc, watcher_origin=get_state().settings.url)
+    if answer is None:
+        raise exc  # not a call to Watcher: not ours to answer
+    return answer_response(exc, answer)
+
+
+def answer_response(exc: BaseException, answer: ErrorAnswer) -> BaseResponse:
+    """The response for a failure answered by ``answer`` (see :mod:`watcher_auth.web`).
+
+    Logs it once (repeats are counted); a failure needing a connection redirects to the
+    connect page (JSON clients get 401 with ``connect_url``); others render
+    ``watcher_auth/unavailable.html`` (503) or ``watcher_auth/error.html``, or JSON.
+    """
     state = get_state()
-    connect_url = state.connect_url(
-        current_path() if request.method == "GET" else None, api=_failed_api(state)
-    )
+    state.failures.log(exc, answer, where=request.path)
+    if answer.connect:
+        connect_url = state.connect_url(
+            current_path() if request.method == "GET" else None, api=_failed_api(state)
+        )
+        if wants_json():
+            response = jsonify(**answer.as_json(), connect_url=connect_url)
+            response.status_code = answer.status
+            return response
+        if answer.reason != "not_connected" and current_app.secret_key:
+            flash(answer.message)
+        return redirect(connect_url)
     if wants_json():
-        response = jsonify(error="watcher_reauthentication_required", connect_url=connect_url)
-        response.status_code = 401
-        return response
-    if isinstance(exc, ReauthenticationRequired) and current_app.secret_key:
-        flash("Watcher no longer accepts your saved sign-in. Connect your account again.")
-    return redirect(connect_url)
-
-
-def _handle_unavailable(exc: WatcherUnavailable) -> Response | tuple[str, int]:
-    if wants_json():
-        response = jsonify(error="watcher_unavailable")
-        response.status_code = 503
-        return response
-    return render_template("watcher_auth/unavailable.html"), 503
+        response = jsonify(**answer.as_json())
+        response.status_code = answer.status
+    else:
+        template = "unavailable.html" if answer.status == 503 else "error.html"
+        page = render_template(f"watcher_auth/{template}", error=answer)
+        response = current_app.make_response((page, answer.status))
+    if answer.retry_after is not None:
+        response.headers["Retry-After"] = str(answer.retry_after)
+    return response
 
 
 def _close_request_session(exc: BaseException | None) -> None:
     g.pop("_watcher_v2_wanted", None)
+    g.pop("_watcher_last_answer", None)
     for slot in _SLOTS.values():
         held: _RequestSession | None = g.pop(slot, None)
         if held is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import logging
 import numbers
 import os
 from collections.abc import Callable, Mapping
@@ -10,17 +12,30 @@ from typing import Any
 
 from flask import Flask
 
-from watcher_auth import ConfigurationError, TokenStore, normalize_server_url, resolve_store
+from watcher_auth import (
+    ConfigurationError,
+    MemoryStore,
+    StoreError,
+    StoreKey,
+    TokenStore,
+    normalize_server_url,
+    resolve_store,
+)
 from watcher_auth.crypto import TokenCipher
 from watcher_auth.v2 import SYSTEM_API_KEY_ENV, system_api_key_setting
 
 __all__ = [
+    "CONCURRENCY_ENV",
     "CONFIG_DEFAULTS",
     "SYSTEM_API_KEY_ENV",
     "WatcherSettings",
     "build_store",
+    "check_process_model",
     "load_settings",
+    "probe_store",
 ]
+
+logger = logging.getLogger("flask_watcher_auth")
 
 #: Every configuration key the extension reads, with its default.
 CONFIG_DEFAULTS: Mapping[str, Any] = {
@@ -32,6 +47,7 @@ CONFIG_DEFAULTS: Mapping[str, Any] = {
     "WATCHER_TIMEOUT": 10.0,
     "WATCHER_REFRESH_MARGIN": None,
     "WATCHER_LOCK_TIMEOUT": 30.0,
+    "WATCHER_DEADLINE": None,
     "WATCHER_LOCAL_CACHE_SIZE": 10_000,
     "WATCHER_VERIFY_TLS": True,
     "WATCHER_ENCRYPTION_KEYS": [],
@@ -41,7 +57,13 @@ CONFIG_DEFAULTS: Mapping[str, Any] = {
     "WATCHER_URL_PREFIX": "/watcher",
     "WATCHER_CLOCK": None,
     "WATCHER_SYSTEM_API_KEY": None,
+    "WATCHER_MULTIPROCESS": None,
+    "WATCHER_CHECK_STORE_ON_START": False,
 }
+
+#: Read when ``WATCHER_MULTIPROCESS`` is ``None``: the worker count gunicorn and uvicorn take
+#: from the environment (and most platforms set).
+CONCURRENCY_ENV = "WEB_CONCURRENCY"
 
 #: The environment variable read when ``WATCHER_SYSTEM_API_KEY`` is not in the config.
 
@@ -60,6 +82,7 @@ class WatcherSettings:
     timeout: float | tuple[float, float]
     refresh_margin: float | Callable[[float | None], float] | None
     lock_timeout: float
+    deadline: float | None
     local_cache_size: int
     verify_tls: bool | str
     encryption_keys: tuple[str | bytes, ...] = field(repr=False)
@@ -70,6 +93,9 @@ class WatcherSettings:
     url_prefix: str
     clock: Callable[[], float] | None
     system_api_key: str | None = field(default=None, repr=False)
+    multiprocess: bool = False
+    check_store_on_start: bool = False
+    encryption_from_secret_key: bool = False
 
     @property
     def has_service_account(self) -> bool:
@@ -77,13 +103,23 @@ class WatcherSettings:
         return self.service_username is not None
 
     def cipher(self) -> TokenCipher:
-        """The cipher for encrypted stores, from the keys or the app's ``SECRET_KEY``."""
+        """The cipher for encrypted stores, from the keys or the app's ``SECRET_KEY``.
+
+        Keys in ``WATCHER_ENCRYPTION_KEYS`` that are generated keys are used as given, others
+        are derived with HKDF-SHA256. Without them, keys derived from ``SECRET_KEY`` (which
+        encrypts) and ``SECRET_KEY_FALLBACKS`` (which also decrypt) are used.
+        """
         if not self.encryption_keys:
             raise ConfigurationError(
                 "WATCHER_ENCRYPTION_KEYS is empty and the app has no SECRET_KEY: "
                 "the token store needs a key to encrypt records with"
             )
-        return TokenCipher(self.encryption_keys, setting=self.encryption_setting)
+        return TokenCipher(
+            self.encryption_keys,
+            setting=self.encryption_setting,
+            # The SECRET_KEY also signs the session cookie: only a key derived from it encrypts.
+            derive_all=self.encryption_from_secret_key,
+        )
 
 
 def load_settings(app: Flask) -> WatcherSettings:
@@ -93,6 +129,7 @@ def load_settings(app: Flask) -> WatcherSettings:
         ConfigurationError: a key is missing or wrong; the message names it.
     """
     config = app.config
+    _warn_unknown_keys(config)
     for name, default in CONFIG_DEFAULTS.items():
         config.setdefault(name, _copy(default))
 
@@ -124,9 +161,11 @@ def load_settings(app: Flask) -> WatcherSettings:
     if not isinstance(keys, (list, tuple)) or not all(isinstance(k, (str, bytes)) for k in keys):
         raise ConfigurationError("WATCHER_ENCRYPTION_KEYS must be a list of keys, newest first")
     setting = "WATCHER_ENCRYPTION_KEYS"
-    if not any(keys):
+    from_secret_key = not any(keys)
+    if from_secret_key:
+        # Flask rotates its secret through SECRET_KEY_FALLBACKS; records follow the same way.
         secret = config.get("SECRET_KEY")
-        keys = [secret] if secret else []
+        keys = [secret, *(config.get("SECRET_KEY_FALLBACKS") or [])] if secret else []
         setting = "SECRET_KEY (WATCHER_ENCRYPTION_KEYS is empty)"
 
     service_username = config["WATCHER_SERVICE_USERNAME"] or os.environ.get(
@@ -168,17 +207,75 @@ def load_settings(app: Flask) -> WatcherSettings:
         timeout=_timeout(config["WATCHER_TIMEOUT"]),
         refresh_margin=margin,
         lock_timeout=_number(config["WATCHER_LOCK_TIMEOUT"], "WATCHER_LOCK_TIMEOUT"),
+        deadline=None
+        if config["WATCHER_DEADLINE"] is None
+        else _number(config["WATCHER_DEADLINE"], "WATCHER_DEADLINE"),
         local_cache_size=cache_size,
         verify_tls=verify,
         encryption_keys=tuple(k for k in keys if k),
         encryption_setting=setting,
+        encryption_from_secret_key=from_secret_key,
         service_username=service_username or None,
         service_password=service_password or None,
         connect_view=connect_view,
         url_prefix=prefix.rstrip("/"),
         clock=clock,
         system_api_key=_system_api_key(config["WATCHER_SYSTEM_API_KEY"]),
+        multiprocess=_multiprocess(config["WATCHER_MULTIPROCESS"]),
+        check_store_on_start=bool(config["WATCHER_CHECK_STORE_ON_START"]),
     )
+
+
+def _warn_unknown_keys(config: Mapping[str, Any]) -> None:
+    """A ``WATCHER_*`` key the extension does not know is most likely a typo: say so."""
+    for name in sorted(k for k in config if k.startswith("WATCHER_") and k not in CONFIG_DEFAULTS):
+        # Compared without the shared prefix, which would make every name look alike.
+        known = [k.removeprefix("WATCHER_") for k in CONFIG_DEFAULTS]
+        close = difflib.get_close_matches(name.removeprefix("WATCHER_"), known, n=1)
+        hint = f"; did you mean WATCHER_{close[0]}?" if close else ""
+        logger.warning("unknown configuration key %s is ignored by WatcherAuth%s", name, hint)
+
+
+def _multiprocess(configured: object) -> bool:
+    if configured is not None:
+        if not isinstance(configured, bool):
+            raise ConfigurationError("WATCHER_MULTIPROCESS must be True, False or None")
+        return configured
+    workers = os.environ.get(CONCURRENCY_ENV, "").strip()
+    return workers.isdigit() and int(workers) > 1
+
+
+def check_process_model(settings: WatcherSettings, store: TokenStore) -> None:
+    """Warn about a store that lives in one process; refuse it when several processes run.
+
+    Raises:
+        ConfigurationError: a per-process store (``"memory"``) while ``WATCHER_MULTIPROCESS``
+            is true, or ``WEB_CONCURRENCY`` asks for more than one worker.
+    """
+    if not isinstance(store, MemoryStore):
+        return
+    if settings.multiprocess:
+        raise ConfigurationError(
+            "WATCHER_STORE is 'memory', which keeps tokens inside one process, but this app "
+            f"runs several (WATCHER_MULTIPROCESS or {CONCURRENCY_ENV}): each worker would log "
+            "in on its own and undo the others' refreshes. Use 'redis' or 'sqlalchemy'"
+        )
+    logger.warning(
+        "WATCHER_STORE is 'memory': tokens live in this process only and are lost on restart; "
+        "with several worker processes use 'redis' or 'sqlalchemy'"
+    )
+
+
+def probe_store(settings: WatcherSettings, store: TokenStore) -> None:
+    """Read one (absent) record, so a store that cannot be reached fails at start-up.
+
+    Raises:
+        StoreError: the store failed; the message says it was this start-up probe.
+    """
+    try:
+        store.load(StoreKey(server=settings.url, user="watcher-auth-start-up-probe"))
+    except StoreError as exc:
+        raise StoreError(f"WATCHER_CHECK_STORE_ON_START: the token store failed: {exc}") from exc
 
 
 def _system_api_key(configured: object) -> str | None:

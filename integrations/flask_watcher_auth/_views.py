@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import unicodedata
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,13 +26,15 @@ from flask_watcher_auth._extension import get_state, wants_json
 from watcher_auth import (
     ConfigurationError,
     InvalidCredentials,
+    TokenDecryptionError,
     TokenManager,
     TokenPair,
     WatcherPermissionDenied,
     WatcherProtocolError,
     WatcherUnavailable,
+    web,
 )
-from watcher_auth.v2._policy import check_secret
+from watcher_auth.v2 import check_secret
 
 __all__ = [
     "MAX_API_KEY_LENGTH",
@@ -41,6 +44,7 @@ __all__ = [
     "MODE_PASSWORD",
     "blueprint",
     "forget",
+    "refuse_framing",
     "safe_next_url",
 ]
 
@@ -91,7 +95,7 @@ def connect() -> ViewResult:
         username=username,
         next_url=next_url or "",
         error=error,
-        connected=state.manager.is_connected(key),
+        connected=_readable(state.manager.tokens, key)[0] is not None,
     )
     return page, status
 
@@ -131,7 +135,7 @@ def connect_v2() -> ViewResult:
         mode=mode,
         next_url=next_url or "",
         error=error,
-        connected=state.manager.v2_is_connected(key),
+        connected=_readable(state.manager.v2_tokens, key)[0] is not None,
     )
     return page, status
 
@@ -156,10 +160,10 @@ def status() -> ViewResult:
     key = state.user_key()
     if key is None:
         return _sign_in_first()
-    pair = state.manager.tokens(key)
+    pair, unreadable = _readable(state.manager.tokens, key)
     facts = _facts(pair)
-    v2_pair = state.manager.v2_tokens(key)
-    v2 = None
+    v2_pair, v2_unreadable = _readable(state.manager.v2_tokens, key)
+    v2: dict[str, Any] | None = None
     if v2_pair is not None:
         v2 = {
             "connected": True,
@@ -167,22 +171,58 @@ def status() -> ViewResult:
             "scheme": v2_pair.scheme,
             "connected_at": _when(v2_pair.connected_at),
         }
+    elif v2_unreadable:
+        v2 = {"connected": False, "needs_reconnect": True}
     if wants_json():
         extra = {} if v2 is None else {"v2": _as_json(v2)}
         return jsonify(
             connected=pair is not None,
+            needs_reconnect=unreadable,
             connect_url=state.connect_url(),
             **_as_json(facts),
             **extra,
         )
-    return render_template("watcher_auth/status.html", connected=pair is not None, v2=v2, **facts)
+    return render_template(
+        "watcher_auth/status.html",
+        connected=pair is not None,
+        needs_reconnect=unreadable,
+        v2=v2,
+        **facts,
+    )
+
+
+def refuse_framing(response: BaseResponse) -> BaseResponse:
+    """No other site may frame the blueprint's pages, which hold forms (clickjacking).
+
+    Registered on the app by ``init_app``, before the portal's own ``after_request``
+    functions, so it runs after them: a policy the portal sets gets ``frame-ancestors``
+    added rather than replaced.
+    """
+    if request.blueprint != blueprint.name:
+        return response
+    response.headers["X-Frame-Options"] = "DENY"
+    policy = response.headers.get("Content-Security-Policy")
+    if not policy:
+        response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+    elif "frame-ancestors" not in policy:
+        response.headers["Content-Security-Policy"] = f"{policy}; frame-ancestors 'none'"
+    return response
 
 
 def forget(manager: TokenManager, key: str) -> bool:
-    """Forget ``key``'s API v3 tokens and API v2 session or user key; whether any existed."""
-    had_v3 = manager.logout(key)
-    had_v2 = manager.v2_logout(key)
-    return had_v3 or had_v2
+    """Forget ``key``'s API v3 tokens and API v2 session or user key; whether any existed.
+
+    Records the current encryption keys cannot read are deleted too.
+    """
+    return web.forget(manager, key)
+
+
+def _readable(load: Callable[[str], TokenPair | None], key: str) -> tuple[TokenPair | None, bool]:
+    """``(pair, unreadable)``: a record no current key decrypts reads as "needs reconnect"."""
+    try:
+        return load(key), False
+    except TokenDecryptionError:
+        return None, True
 
 
 def _as_json(facts: dict[str, Any]) -> dict[str, Any]:
@@ -222,7 +262,7 @@ def _read_credentials(form: Any) -> tuple[str, str, str | None]:
         return username, "", f"The password is longer than {MAX_PASSWORD_LENGTH} characters."
     if _has_control_characters(username) or ":" in username:
         return "", "", "The username contains characters Watcher does not accept."
-    if _has_control_characters(password):
+    if _has_control_codes(password):
         return username, "", "The password contains control characters."
     return username, password, None
 
@@ -261,7 +301,7 @@ def _read_v2_credentials(form: Any, mode: str) -> tuple[str, str, str | None]:
         return username, "", f"The {what} is longer than {limit} characters."
     if _has_control_characters(username):
         return "", "", "The username contains characters Watcher does not accept."
-    if _has_control_characters(secret):
+    if _has_control_characters(secret) if mode == MODE_API_KEY else _has_control_codes(secret):
         return username, "", f"The {what} contains control characters."
     if mode == MODE_API_KEY:
         # The key and its login travel in HTTP headers, which take printable ASCII only.
@@ -291,6 +331,12 @@ def _connect_v2(key: str, username: str, mode: str, secret: str) -> tuple[str | 
         logger.warning("Watcher's answer to an API v2 connect for key %r was not understood", key)
         return "Watcher gave an answer this site does not understand. Try again later.", 502
     return None, 200
+
+
+def _has_control_codes(text: str) -> bool:
+    """NUL, ESC, line breaks...: refused in passwords, where format characters (the joiner
+    inside an emoji sequence) are part of what people type."""
+    return any(unicodedata.category(c) == "Cc" for c in text)
 
 
 def _has_control_characters(text: str) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import signal
 import sqlite3
 import subprocess
@@ -28,6 +29,7 @@ from typing import Any
 import pytest
 
 from watcher_auth.testing import RemoteEmulator
+from watcher_auth.testing.emulator import CONTROL_TOKEN_ENV
 from watcher_auth.testing.services import service_missing
 
 REPO = Path(__file__).resolve().parents[2]
@@ -158,7 +160,9 @@ def run_portal(tmp_path: Path) -> Iterator[Callable[..., RunningPortal]]:
         data_dir = tmp_path / kind
         log = ARTIFACTS / kind / "server.log"
         log.parent.mkdir(parents=True, exist_ok=True)
+        control_token = secrets.token_urlsafe(32)
         env = {k: v for k, v in os.environ.items() if k != "WATCHER_URL"}
+        env[CONTROL_TOKEN_ENV] = control_token
         command = [
             sys.executable,
             str(RUN_DEMO),
@@ -177,7 +181,7 @@ def run_portal(tmp_path: Path) -> Iterator[Callable[..., RunningPortal]]:
         return RunningPortal(
             kind=kind,
             url=portal_url.rstrip("/"),
-            emulator=RemoteEmulator(emulator_url),
+            emulator=RemoteEmulator(emulator_url, control_token=control_token),
             database=data_dir / "db.sqlite3",
             log=log,
         )

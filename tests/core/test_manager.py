@@ -37,7 +37,9 @@ def emulator(watcher_emulator_factory, fake_clock: FakeClock) -> WatcherEmulator
 
 @pytest.fixture
 def manager(emulator: WatcherEmulator, fake_clock: FakeClock) -> TokenManager:
-    return TokenManager(emulator.url, store=MemoryStore(), clock=fake_clock, timeout=2.0)
+    return TokenManager(
+        emulator.url, store=MemoryStore(), clock=fake_clock, timeout=2.0, deadline=2.0
+    )
 
 
 @pytest.fixture
@@ -185,7 +187,11 @@ def test_revocation_makes_the_refresh_fail_and_asks_for_a_new_login(
     assert caught.value.key == KEY
     assert connected.tokens(KEY) is None
     assert emulator.stats.rejected_refreshes == 1
-    assert [e.type for e in events] == [EventType.REAUTHENTICATION_REQUIRED]
+    assert [e.type for e in events] == [
+        EventType.UNAUTHORIZED_RETRY,
+        EventType.REFRESH_REJECTED,
+        EventType.REAUTHENTICATION_REQUIRED,
+    ]
 
 
 def test_a_credentials_provider_logs_in_again_once_instead(
@@ -212,6 +218,8 @@ def test_a_credentials_provider_logs_in_again_once_instead(
 def test_a_transient_failure_during_refresh_keeps_the_pair_and_recovers(
     connected: TokenManager, emulator: WatcherEmulator, fake_clock: FakeClock, mode: str
 ) -> None:
+    # A refresh waits for its answer until the deadline (the fixture's 2 s), not the call
+    # timeout; only an answer later than that is a failure.
     emulator.configure(hang_seconds=3.0)
     stored = connected.tokens(KEY)
     fake_clock.advance(LIFETIME + 1)

@@ -282,12 +282,15 @@ def test_watcher_disconnect_forgets_a_users_tokens(
         call_command("watcher_disconnect", "nobody")
 
 
+@pytest.mark.django_db
 def test_watcher_check_reaches_watcher_and_logs_in(
     portal: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = StringIO()
     call_command("watcher_check", stdout=out)
-    assert out.getvalue().startswith(f"Watcher at {portal.emulator.url} answered in ")
+    first, second = out.getvalue().splitlines()
+    assert first == "Every stored record can be read with the current keys."
+    assert second.startswith(f"Watcher at {portal.emulator.url} answered in ")
 
     monkeypatch.setenv("CHECK_PW", "secret")
     out = StringIO()
@@ -301,6 +304,7 @@ def test_watcher_check_reaches_watcher_and_logs_in(
     assert portal.emulator.stats.password_logins == 1
 
 
+@pytest.mark.django_db
 def test_watcher_check_reports_an_unreachable_watcher(portal: Any) -> None:
     portal.emulator.stop()
     with pytest.raises(CommandError, match="cannot be reached"):
@@ -359,7 +363,7 @@ def test_tokens_can_be_keyed_by_another_user_field(
     client = client_for(user)
     post_form(client, CONNECT, {"username": "alice", "password": "secret"})
     account = WatcherAccount.objects.get()
-    assert (account.user_key, account.user) == ("user:portal-ivy", user)
+    assert (account.user_key, account.user) == ("name:portal-ivy", user)
     assert client.get("/profile/").json()["name"] == "alice"
 
 

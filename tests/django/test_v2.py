@@ -138,14 +138,20 @@ def test_the_system_key_can_come_from_the_environment(
 
 
 def test_the_system_session_without_a_key_is_a_clear_configuration_error(
-    v2_portal: Any, make_user: Any, client_for: Any, monkeypatch: pytest.MonkeyPatch
+    v2_portal: Any,
+    make_user: Any,
+    client_for: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.delenv("WATCHER_SYSTEM_API_KEY", raising=False)
     v2_portal.configure(STORE="db")
     staff = client_for(make_user("portal-staff", is_staff=True))
-    with pytest.raises(ConfigurationError) as caught:
-        staff.get("/v2/all-cameras/")
-    message = str(caught.value)
+    response = staff.get("/v2/all-cameras/", **JSON)
+    assert (response.status_code, response.json()["error"]) == (503, "watcher_misconfigured")
+    [line] = [r.getMessage() for r in caplog.records if r.name == "django_watcher_auth"]
+    message = line.split("cause: ", 1)[1]
+    assert message.startswith(ConfigurationError.__name__)
     assert "request.watcher_system" in message and "WATCHER_AUTH['SYSTEM_API_KEY']" in message
     assert "WATCHER_SYSTEM_API_KEY" in message
     assert v2_portal.emulator.stats.v2_calls == 0
@@ -293,6 +299,7 @@ def test_a_replaced_api_key_sends_the_user_back_to_connect(
     assert status["v2"] == {
         "connected": False,
         "needs_relogin": True,
+        "needs_reconnect": False,
         "username": "bob",
         "scheme": None,
         "connected_at": None,
@@ -357,17 +364,16 @@ def test_anonymous_visitors_sign_in_then_come_to_the_v2_connect_page(v2_portal: 
 def test_json_clients_get_a_401_with_the_v2_connect_url(
     v2_portal: Any, client: Client, post_form: Any
 ) -> None:
-    expected = {
-        "error": "watcher_reauthentication_required",
-        "reason": "not_connected",
-        "connect_url": CONNECT_V2,
-    }
-    assert client.get("/v2/cameras/", **JSON).json() == expected
+    first = client.get("/v2/cameras/", **JSON).json()
+    assert (first["error"], first["reason"]) == ("watcher_not_connected", "not_connected")
+    assert first["connect_url"] == CONNECT_V2
     connect_password(post_form, client, "alice", "secret")
     v2_portal.emulator.revoke("alice")
     response = client.get("/v2/plain-cameras/", **JSON)
     assert response.status_code == 401
-    assert response.json() == {**expected, "reason": "reauthentication_required"}
+    assert response.json()["error"] == "watcher_reauthentication_required"
+    assert response.json()["reason"] == "reauthentication_required"
+    assert response.json()["connect_url"] == CONNECT_V2
 
 
 def test_watcher_unavailable_in_a_v2_view_answers_503_and_keeps_the_session(
@@ -377,7 +383,7 @@ def test_watcher_unavailable_in_a_v2_view_answers_503_and_keeps_the_session(
     v2_portal.emulator.fail_next("v2_call", mode="403")
     v2_portal.emulator.fail_next("v2_call", mode="503")  # whoami, asked about the 403
     response = client.get("/v2/cameras/", **JSON)
-    assert (response.status_code, response.json()) == (503, {"error": "watcher_unavailable"})
+    assert (response.status_code, response.json()["error"]) == (503, "watcher_unavailable")
     assert client.get("/v2/cameras/").json() == {"cameras": ALICE_CAMERAS}
 
 
@@ -587,3 +593,27 @@ def test_no_key_session_id_or_password_reaches_the_debug_log(
     secrets += [old_bob_key, *sessions]
     assert [s for s in secrets if s in caplog.text] == []
     assert [s for s in secrets if any(s in page for page in pages)] == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "code"),
+    [
+        ("500", "watcher_unavailable"),
+        ("502_html", "watcher_unavailable"),
+        ("non_json", "watcher_bad_answer"),
+        ("drop", "watcher_unavailable"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/v2/cameras/", "/v2/plain-cameras/", "/v2/whoami/"])
+def test_a_failing_v2_call_gets_a_deliberate_answer_from_every_entry_point(
+    v2_portal: Any, client: Client, post_form: Any, path: str, mode: str, code: str
+) -> None:
+    connect_password(post_form, client, "alice", "secret")
+    v2_portal.emulator.fail_next("v2_call", mode=mode)
+    page = client.get(path)
+    assert (page.status_code, page["Retry-After"]) == (503, "30")
+    assert f'data-error="{code}"'.encode() in page.content
+    v2_portal.emulator.fail_next("v2_call", mode=mode)
+    api = client.get(path, **JSON)
+    assert (api.status_code, api.json()["error"]) == (503, code)
+    assert client.get(path, **JSON).status_code == 200

@@ -346,8 +346,12 @@ def test_the_emulator_test_examples_pass(
 
 
 def test_the_remote_emulator_example_revokes_sessions(
-    readme_block: Block, watcher_emulator: WatcherEmulator, capsys: pytest.CaptureFixture[str]
+    readme_block: Block,
+    watcher_emulator: WatcherEmulator,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("WATCHER_EMULATOR_CONTROL_TOKEN", watcher_emulator.control_token)
     manager = TokenManager(watcher_emulator.url)
     manager.login("user-1", username="alice", password="secret")
     code = readme_block("remote-emulator").replace("http://127.0.0.1:8080", watcher_emulator.url)

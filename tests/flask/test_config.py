@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from flask_watcher_auth import CONFIG_DEFAULTS, WatcherAuth, WatcherState, get_state
-from watcher_auth import ConfigurationError, MemoryStore
+from watcher_auth import ConfigurationError, MemoryStore, StoreKey
 from watcher_auth.crypto import TokenCipher
 from watcher_auth.stores.redis import RedisStore
 from watcher_auth.stores.sqlalchemy import SQLAlchemyStore
@@ -142,7 +142,7 @@ def test_the_redis_store_encrypts_with_the_secret_key(
     names = [n.decode() for n in store.client.scan_iter(match=prefix + "pair:*")]
     assert names == [f"{prefix}pair:v3|{get_state(app).manager.server}|1"]
     raw = store.client.get(names[0])
-    pair = TokenCipher([SECRET_KEY]).loads(raw)
+    pair = TokenCipher([SECRET_KEY]).loads(raw, StoreKey(get_state(app).manager.server, "1"))
     assert pair.username == "alice" and pair.access_token.encode() not in raw
 
 

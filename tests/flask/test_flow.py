@@ -54,6 +54,7 @@ def test_connect_use_refresh_revoke_and_reconnect(
     assert emulator.stats.rejected_refreshes == 1
     assert client.get("/watcher/status", headers=JSON).json == {
         "connected": False,
+        "needs_reconnect": False,
         "connect_url": "/watcher/connect",
         "username": None,
         "connected_at": None,
@@ -61,7 +62,7 @@ def test_connect_use_refresh_revoke_and_reconnect(
         "expires_at": None,
     }
     reconnect_page = client.get(revoked.location).get_data(as_text=True)
-    assert "Connect your account again" in reconnect_page
+    assert "Connect your Watcher account again" in reconnect_page
 
     connect(client, "alice", "secret", next="/cameras")
     assert "alice-cam-1" in streams(client.get("/cameras"))
@@ -73,7 +74,9 @@ def test_json_requests_get_a_401_with_the_connect_url(
 ) -> None:
     sign_in(client, "1")
     expected = {
-        "error": "watcher_reauthentication_required",
+        "error": "watcher_not_connected",
+        "reason": "not_connected",
+        "message": "Connect your Watcher account to continue.",
         "connect_url": "/watcher/connect?next=/api/cameras",
     }
     not_connected = client.get("/api/cameras", headers=JSON)
@@ -85,7 +88,12 @@ def test_json_requests_get_a_401_with_the_connect_url(
     }
     emulator.revoke("alice")
     xhr = client.get("/api/cameras", headers={"X-Requested-With": "XMLHttpRequest"})
-    assert (xhr.status_code, xhr.json) == (401, expected)
+    assert xhr.status_code == 401
+    assert (xhr.json["error"], xhr.json["reason"]) == (
+        "watcher_reauthentication_required",
+        "reauthentication_required",
+    )
+    assert xhr.json["connect_url"] == expected["connect_url"]
 
 
 def test_an_unreachable_watcher_answers_503_and_keeps_the_account(
@@ -107,7 +115,7 @@ def test_an_unreachable_watcher_answers_503_and_keeps_the_account(
     assert "Watcher cannot be reached right now" in page.get_data(as_text=True)
     emulator.fail_next("refresh", mode="drop")
     api = client.get("/api/cameras", headers=JSON)
-    assert (api.status_code, api.json) == (503, {"error": "watcher_unavailable"})
+    assert (api.status_code, api.json["error"]) == (503, "watcher_unavailable")
 
     assert "alice-cam-0" in streams(client.get("/cameras"))
     stats = emulator.stats

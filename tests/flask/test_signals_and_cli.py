@@ -109,7 +109,9 @@ def test_status_lists_the_connected_accounts(
     assert "eyJ" not in result.output  # no token, not even its start
 
 
-def test_disconnect_forgets_a_user_key(app: Flask, sign_in: SignIn, connect: Connect) -> None:
+def test_disconnect_forgets_a_portal_users_account(
+    app: Flask, sign_in: SignIn, connect: Connect
+) -> None:
     client = app.test_client()
     sign_in(client, "1")
     connect(client)
@@ -117,7 +119,7 @@ def test_disconnect_forgets_a_user_key(app: Flask, sign_in: SignIn, connect: Con
 
     result = runner.invoke(args=["watcher", "disconnect", "1"])
     assert result.exit_code == 0
-    assert "Disconnected the Watcher account of user key '1'" in result.output
+    assert "Disconnected the Watcher account of portal user '1'" in result.output
     with app.app_context():
         assert get_state().manager.tokens("1") is None
     again = runner.invoke(args=["watcher", "disconnect", "1"])

@@ -17,6 +17,7 @@ from flask_login import current_user
 from werkzeug.test import TestResponse
 
 from flask_watcher_auth import (
+    SERVICE_ACCOUNT_KEY,
     WatcherAuth,
     current_watcher_system,
     current_watcher_v2,
@@ -272,7 +273,7 @@ def test_a_replaced_api_key_sends_the_user_back_to_connect(
     response = user.get("/v2/cameras")
     assert response.status_code == 302 and response.location == f"{CONNECT_V2}?next=/v2/cameras"
     reconnect_page = user.get(response.location).get_data(as_text=True)
-    assert "Connect your account again" in reconnect_page
+    assert "Connect your Watcher account again" in reconnect_page
     connect_v2(user, "bob", "api_key", emulator.user_api_key("bob"))
     assert user.get("/v2/cameras").json == {"cameras": BOB_CAMERAS}
 
@@ -323,13 +324,9 @@ def test_json_clients_get_a_401_with_the_v2_connect_url(
     user: FlaskClient, emulator: WatcherEmulator, connect_v2: ConnectV2
 ) -> None:
     not_connected = user.get("/v2/cameras", headers=JSON)
-    assert (not_connected.status_code, not_connected.json) == (
-        401,
-        {
-            "error": "watcher_reauthentication_required",
-            "connect_url": f"{CONNECT_V2}?next=/v2/cameras",
-        },
-    )
+    assert not_connected.status_code == 401
+    assert not_connected.json["error"] == "watcher_not_connected"
+    assert not_connected.json["connect_url"] == f"{CONNECT_V2}?next=/v2/cameras"
     connect_v2(user, "alice", "password", "secret")
     emulator.revoke("alice")
     dead = user.get("/v2/plain-cameras", headers=JSON)
@@ -344,7 +341,7 @@ def test_watcher_unavailable_in_a_v2_view_answers_503_and_keeps_the_session(
     emulator.fail_next("v2_call", mode="403")
     emulator.fail_next("v2_call", mode="503")  # whoami, asked about the 403
     response = user.get("/v2/cameras", headers=JSON)
-    assert (response.status_code, response.json) == (503, {"error": "watcher_unavailable"})
+    assert (response.status_code, response.json["error"]) == (503, "watcher_unavailable")
     assert user.get("/v2/cameras").json == {"cameras": ALICE_CAMERAS}
 
 
@@ -485,7 +482,7 @@ def test_no_key_session_id_or_password_reaches_the_debug_log(
 
     staff.get("/v2/all-cameras")
     other.get("/v2/cameras")  # the service account logs in to API v2
-    sessions.append(session_of("watcher-service-account"))
+    sessions.append(session_of(SERVICE_ACCOUNT_KEY))
     pages.append(connect_v2(user, "bob", "api_key", "bad-user-key-0123456").get_data(as_text=True))
     old_bob_key = emulator.user_api_key("bob")
     connect_v2(user, "bob", "api_key", old_bob_key)
@@ -512,3 +509,32 @@ def test_no_key_session_id_or_password_reaches_the_debug_log(
     secrets += sessions
     assert [s for s in secrets if s in text] == []
     assert [s for s in secrets if any(s in page for page in pages)] == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "code"),
+    [
+        ("500", "watcher_unavailable"),
+        ("502_html", "watcher_unavailable"),
+        ("non_json", "watcher_bad_answer"),
+        ("drop", "watcher_unavailable"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/v2/cameras", "/v2/plain-cameras"])
+def test_a_failing_v2_call_gets_a_deliberate_answer_with_and_without_the_decorator(
+    user: FlaskClient,
+    emulator: WatcherEmulator,
+    connect_v2: ConnectV2,
+    path: str,
+    mode: str,
+    code: str,
+) -> None:
+    connect_v2(user, "alice", "password", "secret")
+    emulator.fail_next("v2_call", mode=mode)
+    page = user.get(path)
+    assert (page.status_code, page.headers["Retry-After"]) == (503, "30")
+    assert f'data-error="{code}"' in page.get_data(as_text=True)
+    emulator.fail_next("v2_call", mode=mode)
+    api = user.get(path, headers=JSON)
+    assert (api.status_code, api.json["error"]) == (503, code)
+    assert user.get(path, headers=JSON).status_code == 200

@@ -35,7 +35,7 @@ def emulator(watcher_emulator_factory, fake_clock: FakeClock):
 def make_manager(emulator, fake_clock: FakeClock, make_store):
     def make(**options) -> TokenManager:
         return TokenManager(
-            emulator.url, store=make_store(), clock=fake_clock, timeout=0.5, **options
+            emulator.url, store=make_store(), clock=fake_clock, timeout=0.5, deadline=0.5, **options
         )
 
     return make

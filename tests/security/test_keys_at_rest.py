@@ -242,7 +242,7 @@ def test_a_corrupt_redis_record_is_a_clear_error_not_a_crash(
         with pytest.raises(TokenDecryptionError):
             manager.tokens(KEY)
     for not_a_record in NOT_RECORDS:  # encrypted with the right key
-        store.client.set(f"{redis_prefix}pair:{skey}", store.cipher.encrypt(not_a_record))
+        store.client.set(f"{redis_prefix}pair:{skey}", store.cipher.encrypt(not_a_record, skey))
         with pytest.raises(TokenDecryptionError, match="corrupt"):
             manager.tokens(KEY)
     assert store.client.exists(f"{redis_prefix}pair:{skey}") == 1
@@ -256,7 +256,7 @@ def test_a_corrupt_database_record_is_a_clear_error_not_a_crash(make_postgres_st
     manager = TokenManager("http://127.0.0.1:1", store=store)
     skey = manager.store_key(KEY)
     store.save(skey, sample_pair())  # a row to damage
-    encrypted = [store.cipher.encrypt(record).decode() for record in NOT_RECORDS]
+    encrypted = [store.cipher.encrypt(record, skey).decode() for record in NOT_RECORDS]
     for text in ["", "not a fernet token", "gAAAAA" + "A" * 80, *encrypted]:
         with store.engine.begin() as conn:
             conn.execute(update(store.table).values(record=text))

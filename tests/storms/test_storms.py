@@ -8,10 +8,12 @@ tests/flask; the one-process storm on the memory store is in tests/core/test_man
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
 
+from watcher_auth.stores.redis import _RELEASE_SCRIPT
 from watcher_auth.testing import SharedClock
 from watcher_auth.testing.pytest_plugin import EmulatorFactory
 from watcher_auth.testing.storm import run_storm
@@ -80,7 +82,8 @@ def test_threads_waiting_for_a_refresh_take_the_store_lock_once_per_process(
     # Per expiry each process takes the lock at most once (not at all when it reads the other
     # process's new pair first); its other threads wait in the process and use that result.
     # Each lock taken is released once, by the compare-and-delete script.
-    released = [command for command in commands if command.startswith("EVAL")]
+    release = hashlib.sha1(_RELEASE_SCRIPT.encode()).hexdigest()
+    released = [command for command in commands if command.startswith(f"EVALSHA {release}")]
     assert EXPIRIES <= len(released) <= 2 * EXPIRIES, commands
 
 

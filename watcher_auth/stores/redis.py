@@ -126,11 +126,11 @@ class _RedisLayout:
     def _lock_name(self, key: StoreKey) -> bytes:
         return f"{self.prefix}lock:{key}".encode()
 
-    def _seal(self, pair: TokenPair) -> bytes:
-        return self.cipher.dumps(pair)
+    def _seal(self, pair: TokenPair, key: StoreKey) -> bytes:
+        return self.cipher.dumps(pair, key)
 
-    def _open(self, raw: bytes | str) -> TokenPair:
-        return self.cipher.loads(raw)
+    def _open(self, raw: bytes | str, key: StoreKey) -> TokenPair:
+        return self.cipher.loads(raw, key)
 
     def _record_px(self) -> int | None:
         return None if self.ttl is None else _ms(self.ttl)
@@ -265,10 +265,10 @@ class RedisStore(_RedisLayout, TokenStore):
     def load(self, key: StoreKey) -> TokenPair | None:
         with self._errors("read a record"):
             raw = self.client.get(self._record_name(key))
-        return None if raw is None else self._open(raw)
+        return None if raw is None else self._open(raw, key)
 
     def save(self, key: StoreKey, pair: TokenPair) -> None:
-        value = self._seal(pair)
+        value = self._seal(pair, key)
         with self._errors("save a record"), self.client.pipeline(transaction=True) as pipe:
             pipe.set(self._record_name(key), value, px=self._record_px())
             pipe.publish(self.channel, str(key))
@@ -469,10 +469,10 @@ class AsyncRedisStore(_RedisLayout, AsyncTokenStore):
     async def load(self, key: StoreKey) -> TokenPair | None:
         with self._errors("read a record"):
             raw = await self.client.get(self._record_name(key))
-        return None if raw is None else self._open(raw)
+        return None if raw is None else self._open(raw, key)
 
     async def save(self, key: StoreKey, pair: TokenPair) -> None:
-        value = self._seal(pair)
+        value = self._seal(pair, key)
         with self._errors("save a record"):
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.set(self._record_name(key), value, px=self._record_px())

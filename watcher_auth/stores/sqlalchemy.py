@@ -134,17 +134,17 @@ class _TokenRows:
         self.notifies = dialect == "postgresql" and driver in ("psycopg", "psycopg_async")
         self.channel = channel_name(table.fullname)
 
-    def values(self, pair: TokenPair) -> dict[str, Any]:
+    def values(self, pair: TokenPair, key: StoreKey) -> dict[str, Any]:
         return {
             "username": pair.username,
-            "record": self.cipher.dumps(pair).decode("ascii"),
+            "record": self.cipher.dumps(pair, key).decode("ascii"),
             "expires_at": _datetime(pair.local_expires_at),
             "connected_at": _datetime(pair.connected_at),
             "refreshed_at": _datetime(pair.refreshed_at),
         }
 
-    def pair(self, record: str | None) -> TokenPair | None:
-        return None if record is None else self.cipher.loads(record)
+    def pair(self, record: str | None, key: StoreKey) -> TokenPair | None:
+        return None if record is None else self.cipher.loads(record, key)
 
     def match(self, key: StoreKey) -> Any:
         t = self.table
@@ -293,10 +293,10 @@ class SQLAlchemyStore(TokenStore):
     def load(self, key: StoreKey) -> TokenPair | None:
         with self._connection(key, "read a record") as conn:
             row = conn.execute(self._rows.read(key)).first()
-        return None if row is None else self._rows.pair(row.record)
+        return None if row is None else self._rows.pair(row.record, key)
 
     def save(self, key: StoreKey, pair: TokenPair) -> None:
-        values = self._rows.values(pair)
+        values = self._rows.values(pair, key)
         with self._connection(key, "save a record") as conn:
             upsert = self._rows.upsert(key, values)
             if upsert is not None:
@@ -535,10 +535,10 @@ class AsyncSQLAlchemyStore(AsyncTokenStore):
     async def load(self, key: StoreKey) -> TokenPair | None:
         async with self._connection(key, "read a record") as conn:
             row = (await conn.execute(self._rows.read(key))).first()
-        return None if row is None else self._rows.pair(row.record)
+        return None if row is None else self._rows.pair(row.record, key)
 
     async def save(self, key: StoreKey, pair: TokenPair) -> None:
-        values = self._rows.values(pair)
+        values = self._rows.values(pair, key)
         async with self._connection(key, "save a record") as conn:
             upsert = self._rows.upsert(key, values)
             if upsert is not None:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import hmac
 import http
+import ipaddress
 import json
 import logging
+import os
 import secrets
 import socket
 import socketserver
@@ -39,11 +42,21 @@ from watcher_auth.testing._emulator_state import (
 )
 from watcher_auth.testing._emulator_v2 import credentials_from_headers
 
-__all__ = ["CONTROL_PREFIX", "RemoteEmulator", "WatcherEmulator"]
+__all__ = [
+    "CONTROL_PREFIX",
+    "CONTROL_TOKEN_ENV",
+    "CONTROL_TOKEN_HEADER",
+    "RemoteEmulator",
+    "WatcherEmulator",
+]
 
 logger = logging.getLogger("watcher_auth.testing.emulator")
 
 CONTROL_PREFIX = "/_emulator/"
+#: The header that carries the control token on every ``/_emulator/`` request.
+CONTROL_TOKEN_HEADER = "X-Emulator-Control-Token"
+#: Where the command line and :class:`RemoteEmulator` look for a control token.
+CONTROL_TOKEN_ENV = "WATCHER_EMULATOR_CONTROL_TOKEN"
 MAX_BODY = 10 * 1024 * 1024
 _BAD_GATEWAY_HTML = (
     b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
@@ -64,9 +77,10 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], state: EmulatorState) -> None:
+    def __init__(self, address: tuple[str, int], state: EmulatorState, control_token: str) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.state = state
+        self.control_token = control_token
         self.stop_event = threading.Event()
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
@@ -133,7 +147,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = self._read_body()
             if url.path.startswith(CONTROL_PREFIX):
-                reply = _control(self.server.state, self.command, url.path, body)
+                refusal = self._control_refusal(body)
+                if refusal is not None:
+                    reply = refusal
+                else:
+                    reply = _control(self.server.state, self.command, url.path, body)
             elif url.path == API_BASE or url.path.startswith(API_BASE + "/"):
                 reply = self._api(url.path, url.query, body)
             elif url.path == API_V2_BASE or url.path.startswith(API_V2_BASE + "/"):
@@ -147,6 +165,25 @@ class _Handler(BaseHTTPRequestHandler):
             logger.exception("emulator failed on %s %s", self.command, url.path)
             reply = self.server.state.error_reply(500, "internal_error", "Emulator error")
         self._send(reply)
+
+    def _control_refusal(self, body: bytes) -> Reply | None:
+        """Why a ``/_emulator/`` request is refused, or ``None`` when it may go ahead.
+
+        The control endpoints hand out keys and rewrite the server, so they answer only a
+        caller that holds this run's token. A web page in a browser on the same machine
+        cannot set that header, cannot send JSON cross-origin without a preflight the
+        emulator never grants, and cannot make its own host name (DNS rebinding) pass the
+        ``Host`` check.
+        """
+        if not _host_matches(self.headers.get("Host", ""), self.server):
+            return json_reply(403, {"error": "the Host header is not this emulator's address"})
+        token = self.headers.get(CONTROL_TOKEN_HEADER, "")
+        if not hmac.compare_digest(token.encode(), self.server.control_token.encode()):
+            return json_reply(403, {"error": f"a valid {CONTROL_TOKEN_HEADER} header is needed"})
+        media_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if (self.command != "GET" or body) and media_type != "application/json":
+            return json_reply(415, {"error": "control requests carry application/json"})
+        return None
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -276,6 +313,33 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(head + reply.body)
 
 
+def _host_matches(host_header: str, server: _Server) -> bool:
+    """Whether ``Host`` names the address the server listens on (with its port)."""
+    try:
+        parts = urlsplit("//" + host_header.strip())
+        name, port = parts.hostname, parts.port
+    except ValueError:
+        return False
+    if name is None or (port or 80) != server.server_port:
+        return False
+    listening = str(server.server_name).lower()
+    if name.lower() == listening:
+        return True
+    try:
+        listening_ip = ipaddress.ip_address(listening)
+    except ValueError:
+        return False
+    if name.lower() == "localhost":
+        return listening_ip.is_loopback
+    try:
+        named_ip = ipaddress.ip_address(name)
+    except ValueError:
+        # A name other than localhost is what DNS rebinding sends.
+        return False
+    # Listening on every address: any of them, but never a name.
+    return listening_ip.is_unspecified or named_ip == listening_ip
+
+
 def _control(state: EmulatorState, method: str, path: str, body: bytes) -> Reply:
     """The ``/_emulator/`` endpoints: the remote side of :class:`RemoteEmulator`."""
     action = path[len(CONTROL_PREFIX) :].strip("/")
@@ -345,6 +409,12 @@ class WatcherEmulator:
         hang_seconds: How long the ``"hang"`` failure mode waits.
         system_api_key: The API v2 system key (``x-vsaas-api-key`` with super-admin rights);
             a random one when not given, readable as :attr:`system_api_key`.
+        v2_dead_session_answer: How API v2 ``GET /auth/whoami`` answers a dead or missing
+            session: ``"403"``, or ``"guest"`` (200 with ``{"is_logged_in": false, ...}``
+            and no ``login``), which Watcher's documentation also allows.
+        control_token: The token the ``/_emulator/`` control endpoints require (header
+            ``X-Emulator-Control-Token``); a random one when not given, readable as
+            :attr:`control_token`. It is not a setting: :meth:`configure` cannot change it.
 
     Example::
 
@@ -372,7 +442,14 @@ class WatcherEmulator:
         legacy_error_field: bool = False,
         hang_seconds: float = 5.0,
         system_api_key: str | None = None,
+        v2_dead_session_answer: str = "403",
+        control_token: str | None = None,
     ) -> None:
+        if control_token is not None and (
+            not isinstance(control_token, str) or len(control_token.strip()) < 16
+        ):
+            raise ValueError("control_token must be a str of at least 16 characters")
+        self._control_token = control_token or secrets.token_urlsafe(32)
         self._state = EmulatorState(Settings())
         self._state.configure(
             {
@@ -391,6 +468,7 @@ class WatcherEmulator:
                 "legacy_error_field": legacy_error_field,
                 "hang_seconds": hang_seconds,
                 "system_api_key": system_api_key or secrets.token_urlsafe(24),
+                "v2_dead_session_answer": v2_dead_session_answer,
             }
         )
         self._lifecycle_lock = threading.Lock()
@@ -404,7 +482,7 @@ class WatcherEmulator:
                 raise RuntimeError("the emulator is already running")
             signing_key()  # Made now, so the first login is not the slow one.
             settings = self._state.settings
-            server = _Server((settings.host, settings.port), self._state)
+            server = _Server((settings.host, settings.port), self._state, self._control_token)
             self._thread = threading.Thread(
                 target=server.serve_forever,
                 kwargs={"poll_interval": 0.05},
@@ -473,6 +551,15 @@ class WatcherEmulator:
     def system_api_key(self) -> str | None:
         """The API v2 system key (``None`` after ``configure(system_api_key=None)``)."""
         return self._state.settings.system_api_key
+
+    @property
+    def control_token(self) -> str:
+        """The token this emulator's ``/_emulator/`` control endpoints require."""
+        return self._control_token
+
+    def remote(self, *, timeout: float = 10.0) -> RemoteEmulator:
+        """A :class:`RemoteEmulator` for this running emulator, holding its control token."""
+        return RemoteEmulator(self.url, control_token=self._control_token, timeout=timeout)
 
     def user_api_key(self, username: str) -> str:
         """The user's API v2 key, for ``x-vsaas-api-key`` with ``x-vsaas-user``.
@@ -588,8 +675,9 @@ class WatcherEmulator:
             target: ``"login"`` (password), ``"refresh"``, ``"call"`` (any other v3 request),
                 ``"v2_login"`` (API v2 ``/auth/login``) or ``"v2_call"`` (any other v2 request).
             count: How many requests fail; failures queue up in order.
-            mode: ``"401"`` (v3 only; counted in ``unauthorized`` for calls), ``"403"`` (v2
-                only; counted in ``v2_forbidden`` for calls), ``"500"``,
+            mode: ``"401"`` (v3 only; counted in ``unauthorized`` for calls), ``"403"``
+                (permission denied, with a JSON:API error body; counted in ``forbidden`` for
+                v3 calls and in ``v2_forbidden`` for v2 calls), ``"500"``,
                 ``"502_html"``, ``"503"``, ``"drop"``, ``"reset_mid_body"``,
                 ``"hang"`` (wait ``hang_seconds``, then answer), ``"non_json"``,
                 ``"bad_jwt"`` (login and refresh only) or ``"process_then_drop"`` (do the
@@ -619,19 +707,44 @@ class RemoteEmulator:
 
     Args:
         url: The emulator's root URL, like ``http://127.0.0.1:8080``.
+        control_token: The emulator's control token (printed by the command line at start,
+            :attr:`WatcherEmulator.control_token` in-process); when not given, the
+            ``WATCHER_EMULATOR_CONTROL_TOKEN`` environment variable.
         timeout: Seconds to wait for each control request.
+
+    Raises:
+        ValueError: No control token was given and the environment has none.
     """
 
-    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str, control_token: str | None = None, *, timeout: float = 10.0
+    ) -> None:
+        token = control_token or os.environ.get(CONTROL_TOKEN_ENV, "").strip()
+        if not token:
+            raise ValueError(
+                "RemoteEmulator needs the emulator's control token: pass control_token= (the "
+                f"command line prints it at start) or set {CONTROL_TOKEN_ENV}"
+            )
         self.url = url.rstrip("/")
         self.v3_url = self.url + API_BASE
         self.v2_url = self.url + API_V2_BASE
         self.timeout = timeout
+        self._control_token = token
 
     def _request(self, method: str, action: str, payload: dict[str, Any] | None = None) -> Any:
         response = requests.request(
-            method, self.url + CONTROL_PREFIX + action, json=payload, timeout=self.timeout
+            method,
+            self.url + CONTROL_PREFIX + action,
+            # Every POST carries a JSON body: the emulator refuses control requests without one.
+            json=payload if payload is not None or method == "GET" else {},
+            headers={CONTROL_TOKEN_HEADER: self._control_token},
+            timeout=self.timeout,
         )
+        if response.status_code == 403:
+            raise PermissionError(
+                f"the emulator at {self.url} refused the control request: "
+                f"{response.json().get('error', response.status_code)}"
+            )
         if response.status_code == 404 and "error" in response.json():
             raise KeyError(response.json()["error"])
         if response.status_code == 400:

@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -39,6 +39,7 @@ from watcher_auth.testing._emulator_v2 import (
 __all__ = [
     "API_BASE",
     "API_V2_BASE",
+    "DEAD_SESSION_ANSWERS",
     "FAILURE_MODES",
     "FAILURE_TARGETS",
     "CallRecord",
@@ -53,6 +54,8 @@ __all__ = [
 API_BASE = "/watcher/client-api/v3"
 FAILURE_TARGETS = frozenset({"login", "refresh", "call", "v2_login", "v2_call"})
 V2_TARGETS = frozenset({"v2_login", "v2_call"})
+# How API v2 answers whoami for a dead or missing session: a 403, or 200 with guest data.
+DEAD_SESSION_ANSWERS = frozenset({"403", "guest"})
 FAILURE_MODES = frozenset(
     {
         "401",
@@ -106,6 +109,7 @@ class Settings:
     legacy_error_field: bool = False
     hang_seconds: float = 5.0
     system_api_key: str | None = None
+    v2_dead_session_answer: str = "403"
 
     def now(self) -> float:
         """The server's clock: ``clock() + server_clock_offset``."""
@@ -157,6 +161,12 @@ def _checked_settings(changes: Mapping[str, Any]) -> dict[str, Any]:
         elif name == "clock":
             if not callable(value):
                 raise TypeError("clock must be callable")
+        elif name == "v2_dead_session_answer":
+            if value not in DEAD_SESSION_ANSWERS:
+                raise ValueError(
+                    f"v2_dead_session_answer must be one of {sorted(DEAD_SESSION_ANSWERS)},"
+                    f" not {value!r}"
+                )
         else:
             raise ValueError(f"unknown emulator setting {name!r}")
         checked[name] = value
@@ -173,8 +183,8 @@ def _check_max_sessions(value: object) -> None:
 class CallRecord(NamedTuple):
     """One answered API call made with valid credentials.
 
-    ``scheme`` is ``"bearer"`` for client API v3, and ``"session"``, ``"user-key"`` or
-    ``"system-key"`` for API v2; system-key calls have an empty ``username``.
+    ``scheme`` is ``"bearer"`` or ``"basic"`` for client API v3, and ``"session"``,
+    ``"user-key"`` or ``"system-key"`` for API v2; system-key calls have an empty ``username``.
     """
 
     username: str
@@ -194,6 +204,8 @@ class EmulatorStats:
         refreshes: Successful logins with a refresh token.
         rejected_refreshes: Refresh tokens refused (unknown, rotated away, expired, revoked).
         unauthorized: 401 answers to API calls (not to ``/login``), injected ones included.
+        forbidden: 403 answers to API calls (not to ``/login``): permission denied, injected
+            ones included.
         calls: API calls answered, except ``/login`` and injected failures.
         calls_by_user: Answered calls per authenticated user.
         evicted_sessions: Sessions pushed out by a user's ``max_sessions``.
@@ -209,6 +221,8 @@ class EmulatorStats:
         v2_system_calls: Answered API v2 calls made with the system key.
         v2_forbidden: 403 answers to API v2 calls: missing or bad keys, dead sessions,
             not allowed; injected ones included.
+        v2_guest_answers: whoami answers with guest data for a dead or missing session
+            (``v2_dead_session_answer="guest"``).
         active_v2_sessions: Live API v2 sessions per user (also counted in
             ``active_sessions``).
     """
@@ -218,6 +232,7 @@ class EmulatorStats:
     refreshes: int = 0
     rejected_refreshes: int = 0
     unauthorized: int = 0
+    forbidden: int = 0
     calls: int = 0
     calls_by_user: dict[str, int] = dataclasses.field(default_factory=dict)
     evicted_sessions: int = 0
@@ -229,6 +244,7 @@ class EmulatorStats:
     v2_calls_by_user: dict[str, int] = dataclasses.field(default_factory=dict)
     v2_system_calls: int = 0
     v2_forbidden: int = 0
+    v2_guest_answers: int = 0
     active_v2_sessions: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -248,6 +264,7 @@ class _Counters:
     refreshes: int = 0
     rejected_refreshes: int = 0
     unauthorized: int = 0
+    forbidden: int = 0
     calls: int = 0
     calls_by_user: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     evicted_sessions: int = 0
@@ -260,6 +277,7 @@ class _Counters:
     )
     v2_system_calls: int = 0
     v2_forbidden: int = 0
+    v2_guest_answers: int = 0
 
 
 class Reply(NamedTuple):
@@ -309,6 +327,10 @@ class _User:
     max_sessions: int | None
     streams: dict[str, dict[str, Any]]
     api_key: str
+    created_at: float
+    phone: str = ""
+    note: str = ""
+    locale: str = "en"
     # Oldest first, so eviction pops from the front.
     sessions: dict[str, _Session] = dataclasses.field(default_factory=dict)
 
@@ -387,6 +409,7 @@ class EmulatorState:
                     max_sessions=None,
                     streams={},
                     api_key=_new_api_key(),
+                    created_at=self._settings.now(),
                 )
                 self._users[username] = user
                 if streams is None:
@@ -451,8 +474,6 @@ class EmulatorState:
             raise ValueError("mode 'bad_jwt' applies to 'login' and 'refresh' only")
         if mode == "401" and target in V2_TARGETS:
             raise ValueError("API v2 answers 403, not 401: use mode '403' for v2 targets")
-        if mode == "403" and target not in V2_TARGETS:
-            raise ValueError("mode '403' applies to 'v2_login' and 'v2_call' only")
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise ValueError(f"count must be an int >= 0, not {count!r}")
         with self._lock:
@@ -478,6 +499,7 @@ class EmulatorState:
                 refreshes=c.refreshes,
                 rejected_refreshes=c.rejected_refreshes,
                 unauthorized=c.unauthorized,
+                forbidden=c.forbidden,
                 calls=c.calls,
                 calls_by_user=dict(c.calls_by_user),
                 evicted_sessions=c.evicted_sessions,
@@ -491,6 +513,7 @@ class EmulatorState:
                 v2_calls_by_user=dict(c.v2_calls_by_user),
                 v2_system_calls=c.v2_system_calls,
                 v2_forbidden=c.v2_forbidden,
+                v2_guest_answers=c.v2_guest_answers,
                 active_v2_sessions={
                     name: count
                     for name, count in (
@@ -517,11 +540,18 @@ class EmulatorState:
             return list(self._call_log)
 
     def injected_403(self, target: str) -> Reply:
-        """The 403 a ``fail_next(target, mode="403")`` answers; on v2 calls it counts as one."""
+        """The 403 a ``fail_next(target, mode="403")`` answers; on calls it counts as one."""
         if target == "v2_login":
             return self.error_reply(403, "invalid_credentials", "Invalid login or password")
+        if target in ("login", "refresh"):
+            return self.error_reply(403, "forbidden", "Permission denied")
         with self._lock:
-            self._counters.v2_forbidden += 1
+            if target == "call":
+                self._counters.forbidden += 1
+            else:
+                self._counters.v2_forbidden += 1
+        if target == "call":
+            return self.error_reply(403, "forbidden", "Permission denied")
         return self.error_reply(403, "forbidden", "Session is invalid")
 
     def injected_401(self, target: str) -> Reply:
@@ -631,7 +661,7 @@ class EmulatorState:
     ) -> Reply:
         """Any API request but ``/login``, authorized by an access token."""
         try:
-            username = self._authenticate(authorization)
+            username, scheme = self._authenticate(authorization)
         except ApiError as exc:
             with self._lock:
                 self._counters.calls += 1
@@ -640,16 +670,26 @@ class EmulatorState:
         with self._lock:
             self._counters.calls += 1
             self._counters.calls_by_user[username] += 1
-            self._call_log.append(CallRecord(username, method, path, query))
+            self._call_log.append(CallRecord(username, method, path, query, scheme))
             try:
                 status, payload = self._route(self._users[username], method, path, query, body)
             except ApiError as exc:
+                if exc.status == 403:
+                    self._counters.forbidden += 1
                 return self.error_reply(exc.status, exc.code, exc.title)
             # Serialized under the lock: the payload shares dicts with the live state.
             return json_reply(status, payload) if status != 204 else Reply(204, b"", "")
 
-    def _authenticate(self, authorization: str | None) -> str:
+    def _authenticate(self, authorization: str | None) -> tuple[str, str]:
+        """The caller's username and scheme (``"bearer"`` or ``"basic"``)."""
         scheme, _, token = (authorization or "").strip().partition(" ")
+        if scheme.lower() == "basic":
+            # The spec lets every operation take HTTP Basic as well as a Bearer token.
+            with self._lock:
+                user = self._password_user(*_parse_basic(token))
+                if user is None:
+                    raise ApiError(401, "invalid_credentials", "Invalid login or password")
+                return user.name, "basic"
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "unauthorized", "Authorization required")
         try:
@@ -672,7 +712,7 @@ class EmulatorState:
                 raise ApiError(401, "session_closed", "Session is closed")
             if _serial(claims.get("jti")) < session.min_access_serial:
                 raise ApiError(401, "token_revoked", "Access token was revoked")
-            return session.username
+            return session.username, "bearer"
 
     def _route(
         self, user: _User, method: str, path: str, query: str, body: bytes
@@ -697,6 +737,7 @@ class EmulatorState:
                 _allow(method, "GET", "PUT")
                 if method == "PUT":
                     _update_profile(user, _json_object(body))
+                    self._secrets.add(user.password)
                 return 200, self._profile(user)
             case ["users"]:
                 _allow(method, "GET")
@@ -718,17 +759,31 @@ class EmulatorState:
         return list(self._users.values()) if user.is_admin else [user]
 
     def _profile(self, user: _User) -> dict[str, Any]:
+        """A user as ``/profile`` and ``/users`` show them.
+
+        The password is write-only, so it is never shown; Watcher's optional ``apikey`` field
+        is left out too, so the user's API v2 key never travels in a profile answer.
+        """
         max_sessions = user.max_sessions
         if max_sessions is None:
             max_sessions = self._settings.max_sessions
-        return {
-            "id": user.id,
+        profile: dict[str, Any] = {
             "name": user.name,
             "fullname": user.fullname,
             "email": user.email,
+            "phone": user.phone,
+            "note": user.note,
+            "locale": user.locale,
             "is_admin": user.is_admin,
-            "max_sessions": max_sessions,
+            "is_domain_admin": False,
+            "is_readonly": False,
+            # Unix milliseconds, like every timestamp of the API.
+            "created_at": int(user.created_at * 1000),
         }
+        # Watcher leaves an unset limit out rather than sending null.
+        if max_sessions is not None:
+            profile["max_sessions"] = max_sessions
+        return profile
 
     # API v2.
 
@@ -774,6 +829,9 @@ class EmulatorState:
             try:
                 user, scheme = self._v2_authenticate(credentials)
             except ApiError as exc:
+                if self._answers_as_guest(method, path, credentials):
+                    self._counters.v2_guest_answers += 1
+                    return json_reply(200, _V2_GUEST)
                 self._counters.v2_forbidden += 1
                 return self.error_reply(exc.status, exc.code, exc.title)
             if user is None:
@@ -790,6 +848,16 @@ class EmulatorState:
                     self._counters.v2_forbidden += 1
                 return self.error_reply(exc.status, exc.code, exc.title)
             return json_reply(status, payload, extra)
+
+    def _answers_as_guest(self, method: str, path: str, credentials: V2Credentials) -> bool:
+        """Whether whoami answers 200 with guest data instead of a 403 (a setting)."""
+        return (
+            self._settings.v2_dead_session_answer == "guest"
+            and method == "GET"
+            and path.rstrip("/") == API_V2_BASE + "/auth/whoami"
+            # Only a dead or missing session: a bad API key is still refused.
+            and credentials.api_key is None
+        )
 
     def _v2_authenticate(self, credentials: V2Credentials) -> tuple[_User | None, str]:
         """The caller (``None`` for the system key) and the scheme; the lock is held."""
@@ -820,7 +888,7 @@ class EmulatorState:
             case ["auth", "whoami"]:
                 _allow(method, "GET")
                 if user is None:
-                    return 200, {"login": None, "is_admin": True}, ()
+                    return 200, {"login": None, "is_admin": True, "is_logged_in": True}, ()
                 return 200, self._v2_user(user), ()
             case ["cameras"]:
                 _allow(method, "GET")
@@ -849,6 +917,7 @@ class EmulatorState:
         return {
             "login": user.name,
             "is_admin": user.is_admin,
+            "is_logged_in": True,
             "name": user.fullname,
             "email": user.email,
         }
@@ -950,11 +1019,13 @@ def _json_object(body: bytes) -> dict[str, Any]:
 
 
 def _update_profile(user: _User, changes: dict[str, Any]) -> None:
-    for name in ("fullname", "email"):
+    for name in ("fullname", "email", "phone", "note", "locale", "password"):
         if name in changes:
             if not isinstance(changes[name], str):
                 raise ApiError(400, "bad_request", f"{name} must be a string")
-            setattr(user, name, changes[name])
+            # "If blank stays unchanged", for the password.
+            if name != "password" or changes[name]:
+                setattr(user, name, changes[name])
     if "max_sessions" in changes:
         try:
             _check_max_sessions(changes["max_sessions"])
@@ -965,12 +1036,12 @@ def _update_profile(user: _User, changes: dict[str, Any]) -> None:
 
 def _list_streams(user: _User, query: str) -> dict[str, Any]:
     params = _query_params(query)
-    position: dict[str, Any] = {}
+    position: dict[str, str] = {}
     if params.get("cursor"):
         position = _decode_cursor(params["cursor"])
     # A cursor remembers the query it came from; parameters sent again win.
     q = params.get("q", position.get("q", ""))
-    raw_limit = params.get("limit", position.get("limit", 100))
+    raw_limit = params.get("limit", position.get("limit", "100"))
     try:
         limit = min(int(raw_limit), MAX_PAGE_SIZE)
     except (TypeError, ValueError):
@@ -987,20 +1058,20 @@ def _list_streams(user: _User, query: str) -> dict[str, Any]:
         key=lambda s: str(s["name"]),
     )
     names = [str(s["name"]) for s in items]
-    if "after" in position:
-        start = bisect.bisect_right(names, str(position["after"]))
+    if _AFTER in position:
+        start = bisect.bisect_right(names, position[_AFTER])
         end = start + limit
-    elif "before" in position:
-        end = bisect.bisect_left(names, str(position["before"]))
+    elif _BEFORE in position:
+        end = bisect.bisect_left(names, position[_BEFORE])
         start = max(0, end - limit)
     else:
         start, end = 0, limit
     page = items[start:end]
     next_cursor = prev_cursor = None
     if page and end < len(items):
-        next_cursor = _encode_cursor({"after": names[end - 1], "q": q, "limit": limit})
+        next_cursor = _encode_cursor({_AFTER: names[end - 1], "q": q, "limit": limit})
     if page and start > 0:
-        prev_cursor = _encode_cursor({"before": names[start], "q": q, "limit": limit})
+        prev_cursor = _encode_cursor({_BEFORE: names[start], "q": q, "limit": limit})
     return {
         "estimated_count": len(items),
         "next": next_cursor,
@@ -1014,18 +1085,28 @@ def _query_params(query: str) -> dict[str, str]:
     return dict(parse_qsl(query, keep_blank_values=True))
 
 
+# What whoami shows for a dead or missing session when it answers 200: nobody logged in.
+_V2_GUEST: dict[str, Any] = {"is_logged_in": False, "is_admin": False}
+
+# Watcher's cursors are padded standard base64 of a query string, such as
+# "JTI0cG9zaXRpb25fZ3Q9MQ==" for "%24position_gt=1"; the emulator orders by name.
+_AFTER = "$name_gt"
+_BEFORE = "$name_lt"
+
+
 def _encode_cursor(position: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+    return base64.b64encode(urlencode(position).encode()).decode("ascii")
 
 
-def _decode_cursor(cursor: str) -> dict[str, Any]:
+def _decode_cursor(cursor: str) -> dict[str, str]:
+    # A client that put the cursor into the URL without encoding it turned "+" into " ".
+    text = cursor.strip().replace(" ", "+")
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        position = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        query = base64.b64decode(text + "=" * (-len(text) % 4), validate=True).decode()
     except (ValueError, binascii.Error):
         raise ApiError(400, "invalid_cursor", "cursor is invalid") from None
-    if not isinstance(position, dict) or not any(
-        isinstance(position.get(k), str) for k in ("after", "before")
-    ):
+    fields = parse_qs(query, keep_blank_values=True)
+    position = {name: values[-1] for name, values in fields.items()}
+    if (_AFTER in position) == (_BEFORE in position):
         raise ApiError(400, "invalid_cursor", "cursor is invalid")
     return position

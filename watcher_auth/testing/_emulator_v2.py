@@ -66,16 +66,24 @@ def parse_login_body(body: bytes) -> tuple[str, str]:
 
 
 def camera(stream: Mapping[str, Any]) -> dict[str, Any]:
-    """How API v2 shows a stream: as a camera."""
+    """How API v2 shows a stream: as a camera, with ``stream_status`` and ``playback_config``."""
     stats = stream.get("stats")
-    alive = bool(stats.get("alive")) if isinstance(stats, Mapping) else False
+    if not isinstance(stats, Mapping):
+        stats = {}
+    alive = bool(stats.get("alive"))
     return {
         "name": stream.get("name"),
         "title": stream.get("title"),
         "organization_id": stream.get("organization_id"),
         "folder_id": stream.get("folder_id"),
         "enabled": True,
+        # Kept beside ``stream_status.alive`` for portals written against older emulators.
         "alive": alive,
+        "stream_status": {"alive": alive, "status": stats.get("status", "")},
+        "playback_config": {
+            "token": stats.get("playback_token", ""),
+            "server": stats.get("streaming_endpoint", ""),
+        },
     }
 
 

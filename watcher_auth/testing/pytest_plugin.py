@@ -3,7 +3,9 @@
 Installed with the package (entry point ``pytest11``), so any project's tests can use:
 
 - ``watcher_emulator``: a running :class:`~watcher_auth.testing.WatcherEmulator` on real
-  time, with users ``alice``/``secret`` and ``bob``/``hunter2``, stopped after the test.
+  time, with users ``alice``/``secret`` and ``bob``/``hunter2``, stopped after the test. It
+  holds its control token (``control_token``); ``watcher_emulator.remote()`` is a
+  :class:`~watcher_auth.testing.RemoteEmulator` for it, for code that takes one.
 - ``watcher_emulator_factory``: ``factory(**kwargs)`` builds and starts an emulator with the
   constructor's keyword arguments (and the same two users unless ``seed_users=False``); all
   are stopped after the test.

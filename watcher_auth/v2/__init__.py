@@ -19,6 +19,7 @@ from watcher_auth.v2._policy import (
     SYSTEM_API_KEY_ENV,
     USER_HEADER,
     V2_ROOT,
+    check_secret,
     system_api_key_setting,
 )
 from watcher_auth.v2._session import WatcherV2Session
@@ -33,5 +34,6 @@ __all__ = [
     "UserApiKeyAuth",
     "WatcherV2Auth",
     "WatcherV2Session",
+    "check_secret",
     "system_api_key_setting",
 ]

@@ -4,33 +4,26 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.auth import AuthBase
 
 from watcher_auth._exceptions import ConfigurationError
-from watcher_auth._session import _body_position, _replayable, origin_of
-from watcher_auth._tokens import TokenPair
+from watcher_auth._session import FlowAuth
+from watcher_auth._tokens import Secret
+from watcher_auth._urls import origin_of
 from watcher_auth.v2._policy import (
     API_KEY_HEADER,
     USER_HEADER,
-    V2_ROOT,
     check_secret,
-    credential_headers,
     strip_credential_headers,
 )
-
-if TYPE_CHECKING:
-    from watcher_auth.v2._accounts import V2Accounts
 
 __all__ = ["SystemApiKeyAuth", "UserApiKeyAuth", "WatcherV2Auth", "strip_on_cross_origin_redirect"]
 
 logger = logging.getLogger("watcher_auth")
-
-_RETRIED = "_watcher_auth_v2_retried"
-_WHOAMI_PATH = V2_ROOT + "auth/whoami"
 
 
 def strip_on_cross_origin_redirect(response: requests.Response, **kwargs: Any) -> requests.Response:
@@ -67,10 +60,17 @@ class _ApiKeyAuth(AuthBase, ABC):
     def _headers(self) -> dict[str, str]:
         """The credential headers this scheme sends."""
 
+    def headers_for(self, url: str) -> dict[str, str]:
+        """The headers to send to ``url``: none unless it is on the allowed origin."""
+        if self._origin is not None and origin_of(url) != self._origin:
+            return {}
+        return self._headers()
+
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        if r.url is None or (self._origin is not None and origin_of(r.url) != self._origin):
+        headers = self.headers_for(r.url or "")
+        if r.url is None or not headers:
             return r
-        r.headers.update(self._headers())
+        r.headers.update(headers)
         r.register_hook("response", strip_on_cross_origin_redirect)  # type: ignore[no-untyped-call]
         return r
 
@@ -95,7 +95,7 @@ class SystemApiKeyAuth(_ApiKeyAuth):
         self._api_key = check_secret(api_key, "system API key")
 
     def _headers(self) -> dict[str, str]:
-        return {API_KEY_HEADER: self._api_key}
+        return {API_KEY_HEADER: Secret(self._api_key)}
 
     def __repr__(self) -> str:
         return f"SystemApiKeyAuth(api_key='***', origin={self.origin!r})"
@@ -122,69 +122,24 @@ class UserApiKeyAuth(_ApiKeyAuth):
         self._api_key = check_secret(api_key, "user API key")
 
     def _headers(self) -> dict[str, str]:
-        return {API_KEY_HEADER: self._api_key, USER_HEADER: self.login}
+        return {API_KEY_HEADER: Secret(self._api_key), USER_HEADER: self.login}
 
     def __repr__(self) -> str:
         return f"UserApiKeyAuth(login={self.login!r}, api_key='***', origin={self.origin!r})"
 
 
-class WatcherV2Auth(AuthBase):
+class WatcherV2Auth(FlowAuth):
     """``requests`` auth with a user key's stored API v2 credentials (session or user key).
 
     Made by :meth:`TokenManager.v2_auth`. The credentials go only to the manager's Watcher
-    origin. A 403 may mean "dead credentials" or "not allowed": ``GET /auth/whoami`` with the
-    same credentials tells which. Dead ones are replaced by a new login (when the manager has
-    a credentials provider for the key; then the request is sent once more) or deleted with
-    :class:`~watcher_auth.ReauthenticationRequired`; a refusal is returned as it came.
+    origin. A 403 from that origin may mean "dead credentials" or "not allowed":
+    ``GET /auth/whoami`` with the same credentials tells which. Dead ones are replaced by a
+    new login (when the manager has a credentials provider for the key; then the request is
+    sent once more) or deleted with :class:`~watcher_auth.ReauthenticationRequired`; a
+    refusal is returned as it came.
     """
 
-    def __init__(self, accounts: V2Accounts, key: str) -> None:
-        self._accounts = accounts
-        self.key = key
-        self._origin = origin_of(accounts.api_root)
-
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        if r.url is None or origin_of(r.url) != self._origin:
-            return r
-        pair = self._accounts.credentials(self.key)
-        r.headers.update(credential_headers(pair))
-        position = _body_position(r)
-
-        def check_403(response: requests.Response, **kwargs: Any) -> requests.Response:
-            return self._handle_403(response, pair, position, **kwargs)
-
+        r = super().__call__(r)
         r.register_hook("response", strip_on_cross_origin_redirect)  # type: ignore[no-untyped-call]
-        r.register_hook("response", check_403)  # type: ignore[no-untyped-call]
         return r
-
-    def _handle_403(
-        self, response: requests.Response, sent: TokenPair, position: int | None, **kwargs: Any
-    ) -> requests.Response:
-        request = response.request
-        if response.status_code != 403 or getattr(request, _RETRIED, False):
-            return response
-        # A 403 from whoami itself already is the verdict; no need to ask again.
-        asked_whoami = urlsplit(request.url or "").path.endswith(_WHOAMI_PATH)
-        verdict = (403, response.content) if asked_whoami else None
-        fresh = self._accounts.after_forbidden(self.key, sent, verdict)
-        if fresh is None:
-            return response
-        if request.body is not None and position is None and not _replayable(request.body):
-            # The body was a one-shot stream: it cannot be sent twice.
-            return response
-        logger.info("Watcher API v2 answered 403 for key %r; retrying once", self.key)
-        response.content  # noqa: B018 - drain so the connection goes back to the pool
-        response.close()
-        retry = request.copy()
-        setattr(retry, _RETRIED, True)
-        strip_credential_headers(retry.headers)
-        retry.headers.update(credential_headers(fresh))
-        if position is not None:
-            retry.body.seek(position)  # type: ignore[union-attr]
-        second: requests.Response = response.connection.send(retry, **kwargs)
-        second.history.append(response)
-        second.request = retry
-        return second
-
-    def __repr__(self) -> str:
-        return f"WatcherV2Auth(key={self.key!r})"

@@ -14,19 +14,22 @@ from watcher_auth._exceptions import (
     ConfigurationError,
     InvalidCredentials,
     WatcherAuthError,
+    WatcherPaginationError,
     WatcherProtocolError,
     WatcherUnavailable,
 )
 from watcher_auth._policy import error_summary, parse_json_object
-from watcher_auth._tokens import TokenPair
+from watcher_auth._tokens import Secret, TokenPair
 
 __all__ = [
     "API_KEY_HEADER",
+    "DEFAULT_PAGE_SIZE",
     "SCHEME_SESSION",
     "SCHEME_USER_KEY",
     "SESSION_HEADER",
     "USER_HEADER",
     "V2_ROOT",
+    "OffsetPages",
     "check_secret",
     "credential_headers",
     "login_failure",
@@ -38,6 +41,7 @@ __all__ = [
 ]
 
 V2_ROOT = "/vsaas/api/v2/"
+DEFAULT_PAGE_SIZE = 100
 SESSION_HEADER = "x-vsaas-session"
 API_KEY_HEADER = "x-vsaas-api-key"
 USER_HEADER = "x-vsaas-user"
@@ -97,9 +101,9 @@ def system_api_key_setting(
 def credential_headers(pair: TokenPair) -> dict[str, str]:
     """The headers that present a stored v2 record: its session, or its user key and login."""
     if pair.scheme == SCHEME_SESSION:
-        return {SESSION_HEADER: pair.access_token}
+        return {SESSION_HEADER: Secret(pair.access_token)}
     if pair.scheme == SCHEME_USER_KEY and pair.username:
-        return {API_KEY_HEADER: pair.access_token, USER_HEADER: pair.username}
+        return {API_KEY_HEADER: Secret(pair.access_token), USER_HEADER: pair.username}
     raise WatcherProtocolError(f"the stored API v2 record has an unknown scheme {pair.scheme!r}")
 
 
@@ -110,8 +114,10 @@ def strip_credential_headers(headers: MutableMapping[str, str]) -> None:
 
 
 def _definite(body: bytes) -> bool:
-    # Watcher's own answers are JSON (or empty); an HTML page comes from something in front.
-    return not body.strip() or parse_json_object(body) is not None
+    # Watcher's own answers are JSON, plain text or empty (its v2 error bodies are not
+    # published); an HTML page comes from something in front of it.
+    text = body.lstrip()[:64].lower()
+    return not (text.startswith(b"<") or b"<html" in text)
 
 
 def unexpected_answer(status: int, body: bytes, what: str) -> WatcherAuthError:
@@ -165,7 +171,9 @@ def user_key_pair(username: str, api_key: str, *, received_at: float) -> TokenPa
 def whoami_answer(status: int, body: bytes) -> dict[str, Any] | None:
     """What ``GET /auth/whoami`` answered: the user, or ``None`` if the credentials are dead.
 
-    Only a definite 403 (Watcher's own JSON or empty answer) means dead; anything else that
+    Dead is a definite 403 (Watcher's own JSON, text or empty answer, not an HTML page), or
+    a 200 that describes a guest: ``is_logged_in`` false or no ``login`` (whoami's session
+    header is optional, so a dead session may be answered as a visitor). Anything else that
     is not a 200 raises, so nothing is deleted on a proxy's error page or an outage.
 
     Raises:
@@ -176,7 +184,65 @@ def whoami_answer(status: int, body: bytes) -> dict[str, Any] | None:
         data = parse_json_object(body)
         if data is None:
             raise WatcherProtocolError("Watcher's whoami answer is not a JSON object")
+        login = data.get("login")
+        if data.get("is_logged_in") is False or not isinstance(login, str) or not login:
+            return None
         return data
     if status == 403 and _definite(body):
         return None
     raise unexpected_answer(status, body, "whoami")
+
+
+class OffsetPages:
+    """The paging of a v2 list such as ``/cameras``: ``limit`` and a growing ``offset``
+    until a page comes back shorter than ``limit``.
+
+    The page length decides (the ``X-Page-*`` headers are not relied on). A page equal to
+    the one before means the server ignores the offset: :class:`WatcherPaginationError`
+    instead of the first page forever.
+
+    Args:
+        path: the list's path.
+        params: query parameters for every page.
+        item_key: when pages are JSON objects, the key of their item list; by default a page
+            is a bare JSON array.
+        limit: the page size (default 100).
+        max_pages: stop quietly after this many pages.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        item_key: str | None = None,
+        limit: int | None = None,
+        max_pages: int | None = None,
+    ) -> None:
+        self.size = DEFAULT_PAGE_SIZE if limit is None else limit
+        if self.size < 1:
+            raise ValueError("limit must be at least 1")
+        self.path = path
+        self.item_key = item_key
+        self.max_pages = max_pages
+        self.query: dict[str, Any] = {**(params or {}), "limit": self.size, "offset": 0}
+        self.pages = 0
+        self._previous: list[Any] | None = None
+
+    def take(self, page: object) -> tuple[list[Any], bool]:
+        """The page's items, and whether to ask for another page."""
+        key = self.item_key
+        items = page.get(key) if key and isinstance(page, dict) else page
+        if not isinstance(items, list):
+            what = f"a {key!r} list" if key else "a JSON array"
+            raise WatcherProtocolError(f"Watcher's {self.path!r} page is not {what}")
+        if items and items == self._previous:
+            raise WatcherPaginationError(
+                f"Watcher answered the same page again while paging {self.path!r} by offset"
+            )
+        self._previous = items
+        self.pages += 1
+        if len(items) < self.size or (self.max_pages is not None and self.pages >= self.max_pages):
+            return items, False
+        self.query["offset"] += len(items)
+        return items, True

@@ -7,13 +7,11 @@ from typing import Any
 
 import requests
 
-from watcher_auth._exceptions import WatcherProtocolError
-from watcher_auth._session import WatcherSession, origin_of
-from watcher_auth.v2._policy import strip_credential_headers
+from watcher_auth._session import WatcherSession
+from watcher_auth._urls import origin_of
+from watcher_auth.v2._policy import DEFAULT_PAGE_SIZE, OffsetPages, strip_credential_headers
 
 __all__ = ["DEFAULT_PAGE_SIZE", "WatcherV2Session"]
-
-DEFAULT_PAGE_SIZE = 100
 
 
 class WatcherV2Session(WatcherSession):
@@ -36,6 +34,7 @@ class WatcherV2Session(WatcherSession):
         params: Mapping[str, Any] | None = None,
         item_key: str | None = None,
         limit: int | None = None,
+        max_pages: int | None = None,
     ) -> Iterator[Any]:
         """Yield every item of an offset-paginated list such as ``"cameras"``.
 
@@ -48,26 +47,19 @@ class WatcherV2Session(WatcherSession):
             item_key: when pages are JSON objects, the key of their item list; by default
                 pages are bare JSON arrays, as ``/cameras`` answers.
             limit: the page size to ask for (default 100).
+            max_pages: stop after this many pages.
+
+        Raises:
+            WatcherPaginationError: the server answered the same page again (it ignores
+                the offset).
         """
-        size = DEFAULT_PAGE_SIZE if limit is None else limit
-        if size < 1:
-            raise ValueError("limit must be at least 1")
-        query: dict[str, Any] = {**(params or {}), "limit": size, "offset": 0}
-        while True:
-            response = self.get(path, params=query)
-            page = self._decode(response)
-            echoed = response.headers.get("X-Page-Offset")
-            if echoed is not None and echoed.strip() != str(query["offset"]):
-                # A server that ignores the offset would hand out the first page forever.
-                raise WatcherProtocolError(f"Watcher did not page {path!r} by offset")
-            items = page.get(item_key) if item_key and isinstance(page, dict) else page
-            if not isinstance(items, list):
-                what = f"a {item_key!r} list" if item_key else "a JSON array"
-                raise WatcherProtocolError(f"Watcher's {path!r} page is not {what}")
+        pages = OffsetPages(
+            path, params=params, item_key=item_key, limit=limit, max_pages=max_pages
+        )
+        more = True
+        while more:
+            items, more = pages.take(self._decode(self.get(path, params=pages.query)))
             yield from items
-            if len(items) < size:
-                return
-            query["offset"] += len(items)
 
     def __repr__(self) -> str:
         return f"<WatcherV2Session {self.base_url} auth={self.auth!r}>"

@@ -33,6 +33,41 @@ def untouched(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok")
 
 
+@watcher_required
+def stream_list(request: HttpRequest) -> HttpResponse:
+    """The README's example: every stream through ``paginate``."""
+    streams = list(request.watcher.paginate("streams"))  # type: ignore[attr-defined]
+    return HttpResponse("\n".join(stream["name"] for stream in streams))
+
+
+@watcher_required
+def watcher_path(request: HttpRequest, path: str) -> HttpResponse:
+    """Any Watcher API path through the JSON helper (``users`` is for admins only)."""
+    return JsonResponse(request.watcher.json(path), safe=False)  # type: ignore[attr-defined]
+
+
+@watcher_required
+def checked_streams(request: HttpRequest) -> HttpResponse:
+    """A plain ``requests`` call checked with ``raise_for_status()``."""
+    response = request.watcher.get("streams")  # type: ignore[attr-defined]
+    response.raise_for_status()
+    return JsonResponse(response.json())
+
+
+@watcher_required
+def naive_streams(request: HttpRequest) -> HttpResponse:
+    """Reads the answer without checking its status, as quick code does."""
+    streams = request.watcher.get("streams").json()["streams"]  # type: ignore[attr-defined]
+    return JsonResponse({"streams": [stream["name"] for stream in streams]})
+
+
+@watcher_required
+def buggy(request: HttpRequest) -> HttpResponse:
+    """A portal bug after a good answer from Watcher: not Watcher's failure."""
+    profile = request.watcher.get("profile").json()  # type: ignore[attr-defined]
+    return JsonResponse({"name": profile["no-such-field"]})
+
+
 class ProfileView(WatcherRequiredMixin, View):
     def get(self, request: HttpRequest) -> HttpResponse:
         return JsonResponse(request.watcher.json("profile"))  # type: ignore[attr-defined]
@@ -46,4 +81,9 @@ urlpatterns = [
     path("profile/", profile, name="profile"),
     path("profile-view/", ProfileView.as_view(), name="profile-view"),
     path("untouched/", untouched, name="untouched"),
+    path("stream-list/", stream_list, name="stream-list"),
+    path("checked-streams/", checked_streams, name="checked-streams"),
+    path("watcher-api/<path:path>", watcher_path, name="watcher-api"),
+    path("naive-streams/", naive_streams, name="naive-streams"),
+    path("buggy/", buggy, name="buggy"),
 ]

@@ -1,4 +1,8 @@
-"""``manage.py watcher_check``: is Watcher reachable at ``WATCHER_AUTH['URL']``?
+"""``manage.py watcher_check``: can the store's records be read, and is Watcher reachable at
+``WATCHER_AUTH['URL']``?
+
+It reports how many stored records the current encryption keys cannot read (for stores that
+can list their keys; nothing is deleted).
 
 With ``--username`` (password from ``--password-env VAR`` or a prompt) or
 ``--service-account`` it also logs in once and reports the token lifetime. That login opens
@@ -15,9 +19,16 @@ from typing import Any
 import requests
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_watcher_auth.conf import get_clock, service_account, watcher_settings
-from watcher_auth import MemoryStore, TokenManager, WatcherAuthError, normalize_server_url
-from watcher_auth._policy import parse_json_object
+from django_watcher_auth.checks import unreadable_warning
+from django_watcher_auth.conf import get_clock, get_manager, service_account, watcher_settings
+from watcher_auth import (
+    MemoryStore,
+    TokenManager,
+    WatcherAuthError,
+    normalize_server_url,
+    parse_json_object,
+)
+from watcher_auth.web import unreadable_keys
 
 _PROBE = "/watcher/client-api/v3/profile"
 
@@ -44,10 +55,24 @@ class Command(BaseCommand):
             server = normalize_server_url(watcher_settings.URL or "")
         except WatcherAuthError as exc:
             raise CommandError(f"WATCHER_AUTH['URL']: {exc}") from exc
+        self._check_store()
         self._probe(server)
         credentials = self._credentials(options)
         if credentials is not None:
             self._login(server, *credentials)
+
+    def _check_store(self) -> None:
+        try:
+            unreadable = unreadable_keys(get_manager())
+        except WatcherAuthError as exc:
+            raise CommandError(f"the Watcher token store failed: {exc}") from exc
+        if unreadable is None:
+            self.stdout.write("The store cannot list its records; unreadable ones are not counted.")
+        elif unreadable:
+            warning = unreadable_warning(len(unreadable))
+            self.stderr.write(f"{warning.id}: {warning.msg}\n{warning.hint}")
+        else:
+            self.stdout.write("Every stored record can be read with the current keys.")
 
     def _probe(self, server: str) -> None:
         started = time.monotonic()

@@ -11,7 +11,7 @@ from django.utils import timezone
 from django_watcher_auth.conf import get_clock, get_manager, user_for_key
 from django_watcher_auth.models import WatcherAccount
 from django_watcher_auth.stores import DjangoModelStore
-from watcher_auth import TokenManager, WatcherAuthError
+from watcher_auth import TokenDecryptionError, TokenManager, WatcherAuthError
 
 Row = tuple[str, str, str, str]
 
@@ -73,7 +73,12 @@ class Command(BaseCommand):
             return None
         rows: list[Row] = []
         for key in keys:
-            pair = manager.store.load(key)
+            try:
+                pair = manager.store.load(key)
+            except TokenDecryptionError:
+                who = _portal_user(user_for_key(key.user), key.user)
+                rows.append((who, "?", "needs reconnect (unreadable with the current keys)", "-"))
+                continue
             if pair is not None:
                 rows.append(
                     (

@@ -1,0 +1,112 @@
+"""One algorithm for every authorized call: attach credentials, send, and on Watcher's own
+challenge (401 for API v3, 403 for API v2) settle the credentials and retry once.
+
+:func:`call_flow` yields :data:`~watcher_auth._effects.SEND` where the caller's request goes
+out and receives an :class:`~watcher_auth._effects.Answer`; the ``requests`` auth and the
+``httpx`` auth drive it. Credentials go only to Watcher's origin, and only an answer from
+Watcher's origin can make the library refresh, log in again, delete or retry.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from watcher_auth._effects import SEND, Answer, Flow
+from watcher_auth._events import EventType
+from watcher_auth._lifecycle import Lifecycle
+from watcher_auth._policy import bearer_authorization
+from watcher_auth._tokens import Secret, TokenPair
+from watcher_auth._urls import origin_of
+
+__all__ = ["BearerScheme", "CallRequest", "CallScheme", "call_flow"]
+
+
+class CallRequest(Protocol):
+    """The caller's request, as a call flow sees it."""
+
+    @property
+    def url(self) -> str:
+        """The absolute URL."""
+
+    @property
+    def replayable(self) -> bool:
+        """Whether the body can be sent a second time (it is not a one-shot stream)."""
+
+    def set_credentials(self, headers: Mapping[str, str]) -> None:
+        """Replace the scheme's credential headers with ``headers``."""
+
+
+class CallScheme(ABC):
+    """How one kind of stored credentials rides on a call, and what a challenge means."""
+
+    #: The status with which Watcher says the credentials may be stale.
+    challenge: int
+    #: The headers that carry the credentials (removed before a retry).
+    header_names: tuple[str, ...]
+
+    def __init__(self, lifecycle: Lifecycle, api_root: str) -> None:
+        self.lifecycle = lifecycle
+        self.api_root = api_root
+        self.origin = origin_of(api_root)
+        parts = urlsplit(api_root)
+        # "scheme://netloc/" ends the netloc, so a URL that starts with it is on the origin.
+        self._prefix = f"{parts.scheme}://{parts.netloc}/"
+        self.api = "v3"
+
+    def owns(self, url: str) -> bool:
+        """Whether ``url`` is on Watcher's origin (same scheme, host and port)."""
+        return url.startswith(self._prefix) or origin_of(url) == self.origin
+
+    @abstractmethod
+    def credentials(self, key: str) -> Flow[TokenPair]:
+        """The record to send for ``key``."""
+
+    @abstractmethod
+    def headers(self, pair: TokenPair) -> dict[str, str]:
+        """The headers that carry ``pair``."""
+
+    @abstractmethod
+    def after_challenge(self, key: str, sent: TokenPair, answer: Answer) -> Flow[TokenPair | None]:
+        """What to retry with after Watcher challenged ``sent``; ``None``: return the answer."""
+
+
+class BearerScheme(CallScheme):
+    """API v3: the access token as ``Authorization: Bearer``; a 401 refreshes it."""
+
+    challenge = 401
+    header_names = ("Authorization",)
+
+    def credentials(self, key: str) -> Flow[TokenPair]:
+        return self.lifecycle.current(key)
+
+    def headers(self, pair: TokenPair) -> dict[str, str]:
+        return {"Authorization": Secret(bearer_authorization(pair.access_token))}
+
+    def after_challenge(self, key: str, sent: TokenPair, answer: Answer) -> Flow[TokenPair | None]:
+        fresh = yield from self.lifecycle.refresh_after_unauthorized(key, sent)
+        return fresh
+
+
+def call_flow(scheme: CallScheme, key: str, request: CallRequest) -> Flow[None]:
+    """Send ``request`` as ``key``, retrying once after a challenge from Watcher itself."""
+    if not scheme.owns(request.url):
+        yield SEND  # not Watcher: sent as it is, with no credentials
+        return
+    pair = yield from scheme.credentials(key)
+    request.set_credentials(scheme.headers(pair))
+    answer: Answer = yield SEND
+    lifecycle = scheme.lifecycle
+    if answer.date is not None:
+        lifecycle.server_clock.observe_date(answer.date, lifecycle.clock())
+    if answer.status != scheme.challenge or not scheme.owns(answer.url) or not request.replayable:
+        return
+    skey = lifecycle.store_key(key, scheme.api)
+    lifecycle.emit(EventType.UNAUTHORIZED_RETRY, skey, pair.username)
+    fresh = yield from scheme.after_challenge(key, pair, answer)
+    if fresh is None:
+        return
+    request.set_credentials(scheme.headers(fresh))
+    yield SEND
