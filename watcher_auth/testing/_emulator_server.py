@@ -606,10 +606,11 @@ class WatcherEmulator:
     def issued_secrets(self) -> frozenset[str]:
         """Every secret the emulator knows or has handed out, for leak checks.
 
-        Passwords and API v2 keys of its users, the system key, and every access token,
-        refresh token and session id it issued (rotated and ended ones included).
+        Passwords and API v2 keys of its users, the system key, the control token, and
+        every access token, refresh token and session id it issued (rotated and ended ones
+        included).
         """
-        return self._state.secrets()
+        return self._state.secrets() | {self._control_token}
 
     def add_user(
         self,

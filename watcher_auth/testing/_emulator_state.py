@@ -550,9 +550,8 @@ class EmulatorState:
                 self._counters.forbidden += 1
             else:
                 self._counters.v2_forbidden += 1
-        if target == "call":
-            return self.error_reply(403, "forbidden", "Permission denied")
-        return self.error_reply(403, "forbidden", "Session is invalid")
+        title = "Permission denied" if target == "call" else "Session is invalid"
+        return self.error_reply(403, "forbidden", title)
 
     def injected_401(self, target: str) -> Reply:
         """The 401 a ``fail_next(target, mode="401")`` answers; on calls it counts as one."""
