@@ -1,5 +1,6 @@
 # `make demo` runs the Django example portal on SQLite against the Watcher emulator.
 # `make test` runs lint, types and the whole test suite (what CI runs).
+# `make bench` writes benchmarks/RESULTS.md (about 10 minutes).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -28,7 +29,12 @@ demo: $(STAMP)
 demo-flask: $(STAMP)
 	$(BIN)/python example_projects/run_demo.py flask
 
-bench: $(STAMP)
+# The peers the benchmarks compare with (Authlib, requests-oauthlib) come with the bench extra.
+$(VENV)/.bench-installed: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[all,test,bench]"
+	touch $@
+
+bench: $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/run.py
 
 clean:

@@ -1,0 +1,204 @@
+"""Where a call through watcher-auth spends its time, next to the fair floor's.
+
+    .venv/bin/python benchmarks/hot_path.py                 # core, memory and Redis stores
+    .venv/bin/python benchmarks/hot_path.py django flask    # the web layers' hot paths
+    .venv/bin/python benchmarks/hot_path.py --pyinstrument core
+
+Each case runs the same number of calls through watcher-auth and through the fair floor (see
+``_peers.py``) against one loopback server under cProfile, and prints, per function, the
+microseconds per call that watcher-auth's run spends in it beyond the floor's run (own time,
+and time including callees). cProfile inflates small functions, so the figures rank the costs
+rather than measure them; the ``timeit`` lines after each table time the suspects alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import sys
+import timeit
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "integrations"), str(HERE.parent)]
+
+import _stores  # noqa: E402
+import requests  # noqa: E402
+from _peers import TIMEOUT, configure_alike, fair_floor  # noqa: E402
+from run import _fresh_token, trivial_server  # noqa: E402
+
+from watcher_auth import MemoryStore, TokenManager, TokenPair  # noqa: E402
+
+Case = Callable[[str, str, TokenPair, ExitStack], tuple[Callable[[], Any], Callable[[], Any]]]
+
+
+def _core(store: Callable[[], Any]) -> Case:
+    def make(
+        url: str, token: str, pair: TokenPair, stack: ExitStack
+    ) -> tuple[Callable[[], Any], Callable[[], Any]]:
+        manager = TokenManager(url, store=store())
+        stack.callback(manager.store.close)
+        stack.callback(manager.close)
+        manager.store.save(manager.store_key("k"), pair)
+        stack.callback(manager.store.delete, manager.store_key("k"))
+        floor = fair_floor(token)
+        target = manager.api_root + "streams"
+        return (
+            lambda: manager.session("k").get("streams"),
+            lambda: floor.get(target, timeout=TIMEOUT),
+        )
+
+    return make
+
+
+def _django(
+    url: str, token: str, pair: TokenPair, stack: ExitStack
+) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    import _django
+
+    portal = stack.enter_context(_django.portal(url, token, pair, STORE="db"))
+    return lambda: portal.get("/ours/"), lambda: portal.get("/plain/")
+
+
+def _flask(
+    url: str, token: str, pair: TokenPair, stack: ExitStack
+) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    import _flask
+
+    portal = stack.enter_context(_flask.portal(url, token, pair, WATCHER_STORE="memory"))
+    return lambda: portal.get("/ours"), lambda: portal.get("/plain")
+
+
+CASES: dict[str, Case] = {
+    "core": _core(MemoryStore),
+    "core-redis": _core(_stores.redis_store),
+    "django": _django,
+    "flask": _flask,
+}
+
+
+def _where(key: tuple[str, int, str]) -> str:
+    path, line, name = key
+    for marker in ("site-packages/", "watcher-auth/", "bench/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    return f"{name} ({Path(path).name}:{line})" if line else name
+
+
+def _profile(
+    call: Callable[[], Any], calls: int
+) -> dict[tuple[str, int, str], tuple[float, float]]:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(calls):
+        call()
+    profiler.disable()
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    return {key: (row[2], row[3]) for key, row in stats.items()}
+
+
+def compare(name: str, calls: int, top: int) -> None:
+    token, pair = _fresh_token()
+    with trivial_server() as url, ExitStack() as stack:
+        ours, floor = CASES[name](url, token, pair, stack)
+        for _ in range(200):  # warm up
+            ours()
+            floor()
+        mine = _profile(ours, calls)
+        base = _profile(floor, calls)
+        wall_ours = min(timeit.repeat(ours, number=calls // 5, repeat=5)) / (calls // 5)
+        wall_floor = min(timeit.repeat(floor, number=calls // 5, repeat=5)) / (calls // 5)
+    extra = []
+    for key in mine.keys() | base.keys():
+        own = (mine.get(key, (0, 0))[0] - base.get(key, (0, 0))[0]) / calls * 1e6
+        total = (mine.get(key, (0, 0))[1] - base.get(key, (0, 0))[1]) / calls * 1e6
+        extra.append((own, total, key))
+    print(f"\n## {name}: {calls} calls, best-of-5 without the profiler:")
+    print(
+        f"ours {wall_ours * 1e6:.0f} µs, floor {wall_floor * 1e6:.0f} µs, "
+        f"difference {(wall_ours - wall_floor) * 1e6:+.0f} µs ({wall_ours / wall_floor:.3f})"
+    )
+    print("\nown µs/call beyond the floor | incl. callees | function")
+    for own, total, key in sorted(extra, key=lambda e: -e[0])[:top]:
+        print(f"{own:8.2f} | {total:8.2f} | {_where(key)}")
+    print("\nincl. callees µs/call beyond the floor | own | function")
+    for own, total, key in sorted(extra, key=lambda e: -e[1])[:top]:
+        print(f"{total:8.2f} | {own:8.2f} | {_where(key)}")
+
+
+def suspects() -> None:
+    """The pieces of the core path timed alone (best of 5), in µs."""
+    from watcher_auth._session import origin_of
+
+    _, pair = _fresh_token()
+    manager = TokenManager("http://127.0.0.1:9", store=_stores.redis_store())
+    manager.store.save(manager.store_key("k"), pair)
+    skey = manager.store_key("k")
+    prepared = requests.Request("GET", manager.api_root + "streams").prepare()
+    auth = manager.auth("k")
+    session = manager.session("k")
+    n = 20_000
+
+    def alone(label: str, call: Callable[[], Any]) -> None:
+        best = min(timeit.repeat(call, number=n, repeat=5)) / n
+        print(f"{best * 1e6:8.2f} µs  {label}")
+
+    print("\n## the suspects alone")
+    alone(
+        "manager.session(key) (a WatcherSession, two mounts, cookie policy)",
+        lambda: manager.session("k"),
+    )
+    alone("requests.Session()", requests.Session)
+    alone("configure_alike(requests.Session())", lambda: configure_alike(requests.Session()))
+    alone("origin_of(url)", lambda: origin_of(prepared.url or ""))
+    alone("manager.store_key(key)", lambda: manager.store_key("k"))
+    alone("manager._cached(skey) (cache lock + TLRUCache.get)", lambda: manager._cached(skey))
+    alone("manager.current_tokens(key), cached", lambda: manager.current_tokens("k"))
+    alone("auth(prepared.copy()) - includes the copy", lambda: auth(prepared.copy()))
+    alone("prepared.copy()", prepared.copy)
+    alone("prepared.register_hook", lambda: prepared.copy().register_hook("response", print))
+    alone("session.url_for('streams')", lambda: session.url_for("streams"))
+    alone(
+        "session.merge_environment_settings",
+        lambda: session.merge_environment_settings(prepared.url, {}, None, None, None),
+    )
+    manager.store.delete(skey)
+    manager.store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cases", nargs="*", help=f"of {', '.join(CASES)}; default: the core's")
+    parser.add_argument("--calls", type=int, default=5000)
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--pyinstrument", action="store_true", help="a call tree of ours instead")
+    args = parser.parse_args(argv)
+    unknown = set(args.cases) - set(CASES)
+    if unknown:
+        parser.error(f"unknown cases: {', '.join(sorted(unknown))}")
+    for name in args.cases or ["core", "core-redis"]:
+        if args.pyinstrument:
+            from pyinstrument import Profiler
+
+            token, pair = _fresh_token()
+            with trivial_server() as url, ExitStack() as stack:
+                ours, _ = CASES[name](url, token, pair, stack)
+                profiler = Profiler(interval=0.0001)
+                with profiler:
+                    for _ in range(args.calls):
+                        ours()
+                print(profiler.output_text(unicode=True, show_all=False))
+        else:
+            compare(name, args.calls, args.top)
+    if not args.pyinstrument and any(c.startswith("core") for c in args.cases or ["core"]):
+        suspects()
+    _stores.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
