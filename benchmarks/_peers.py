@@ -2,9 +2,10 @@
 to talk to Watcher the way a portal would.
 
 Every session here is configured like a :class:`~watcher_auth.TokenManager`'s: ``trust_env``
-off (no scan of the environment per call), an ``HTTPAdapter`` with the same pool sizes, and
-the same timeout on every call. Only :func:`typical_client` keeps ``requests``' defaults, as a
-hand-written client does.
+off (no scan of the environment per call), the CA bundle the manager reads from the
+environment once (``requests`` checks whether that path is a folder on every call), an
+``HTTPAdapter`` with the same pool sizes, and the same timeout on every call. Only
+:func:`typical_client` keeps ``requests``' defaults, as a hand-written client does.
 
 Watcher is not an OAuth 2 server: its login answer has no ``token_type`` or ``expires_in``,
 and a refresh is ``POST /login`` with ``Authorization: Bearer <refresh token>`` and no body.
@@ -37,9 +38,16 @@ POOL_CONNECTIONS, POOL_MAXSIZE = 4, 32
 os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")
 
 
+#: What a manager verifies TLS with unless told otherwise: the environment's bundle, if any.
+VERIFY: bool | str = (
+    os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+)
+
+
 def configure_alike(session: requests.Session) -> requests.Session:
-    """``trust_env`` off and the manager's pool sizes, for every scheme."""
+    """``trust_env`` off, the manager's CA bundle and pool sizes, for every scheme."""
     session.trust_env = False
+    session.verify = VERIFY
     adapter = HTTPAdapter(pool_connections=POOL_CONNECTIONS, pool_maxsize=POOL_MAXSIZE)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
