@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import pstats
 import sys
 import time
@@ -107,7 +108,7 @@ def _profile(
         call()
     profiler.disable()
     stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
-    return {key: (row[2], row[3]) for key, row in stats.items()}
+    return {key: (row[2], row[3], row[1]) for key, row in stats.items()}
 
 
 def compare(name: str, calls: int, top: int) -> None:
@@ -119,24 +120,30 @@ def compare(name: str, calls: int, top: int) -> None:
             floor()
         mine = _profile(ours, calls)
         base = _profile(floor, calls)
-        wall_ours = min(timeit.repeat(ours, number=calls // 5, repeat=3)) / (calls // 5)
-        wall_floor = min(timeit.repeat(floor, number=calls // 5, repeat=3)) / (calls // 5)
+        wall_ours = min(timeit.repeat(ours, "gc.enable()", number=calls // 5, repeat=3)) / (
+            calls // 5
+        )
+        wall_floor = min(timeit.repeat(floor, "gc.enable()", number=calls // 5, repeat=3)) / (
+            calls // 5
+        )
     extra = []
+    none = (0.0, 0.0, 0)
     for key in mine.keys() | base.keys():
-        own = (mine.get(key, (0, 0))[0] - base.get(key, (0, 0))[0]) / calls * 1e6
-        total = (mine.get(key, (0, 0))[1] - base.get(key, (0, 0))[1]) / calls * 1e6
-        extra.append((own, total, key))
+        a, b = mine.get(key, none), base.get(key, none)
+        own = (a[0] - b[0]) / calls * 1e6
+        total = (a[1] - b[1]) / calls * 1e6
+        extra.append((own, total, (a[2] - b[2]) / calls, key))
     print(f"\n## {name}: {calls} calls, best of 3 without the profiler:")
     print(
         f"ours {wall_ours * 1e6:.0f} µs, floor {wall_floor * 1e6:.0f} µs, "
         f"difference {(wall_ours - wall_floor) * 1e6:+.0f} µs ({wall_ours / wall_floor:.3f})"
     )
-    print("\nown µs/call beyond the floor | incl. callees | function")
-    for own, total, key in sorted(extra, key=lambda e: -e[0])[:top]:
-        print(f"{own:8.2f} | {total:8.2f} | {_where(key)}")
-    print("\nincl. callees µs/call beyond the floor | own | function")
-    for own, total, key in sorted(extra, key=lambda e: -e[1])[:top]:
-        print(f"{total:8.2f} | {own:8.2f} | {_where(key)}")
+    print("\nown µs/call beyond the floor | incl. callees | times called per call | function")
+    for own, total, times, key in sorted(extra, key=lambda e: -e[0])[:top]:
+        print(f"{own:8.2f} | {total:8.2f} | {times:+6.1f} | {_where(key)}")
+    print("\nincl. callees µs/call beyond the floor | own | times called per call | function")
+    for own, total, times, key in sorted(extra, key=lambda e: -e[1])[:top]:
+        print(f"{total:8.2f} | {own:8.2f} | {times:+6.1f} | {_where(key)}")
 
 
 def suspects() -> None:
@@ -167,8 +174,10 @@ def suspects() -> None:
     n = 2_000
 
     def alone(label: str, call: Callable[[], Any]) -> None:
-        # Many short runs: on a busy machine some of them run undisturbed.
-        best = min(timeit.repeat(call, number=n, repeat=25)) / n
+        # Many short runs: on a busy machine some of them run undisturbed. The garbage of
+        # the previous line is collected first, so that it is not counted here.
+        gc.collect()
+        best = min(timeit.repeat(call, "gc.enable()", number=n, repeat=25)) / n
         print(f"{best * 1e6:8.2f} µs  {label}")
 
     print("\n## the pieces alone")
