@@ -2,6 +2,7 @@
 # ARGS go to the launcher: `make demo ARGS="--port 9000"` (`--help` lists them).
 # `make test` runs lint, types, the whole test suite on this Python, and the Django suite on the
 # matrix's corners (what CI runs). `make matrix` runs every supported Python x Django pair.
+# `make bench` writes benchmarks/RESULTS.md (about 10 minutes).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -37,7 +38,12 @@ demo: $(STAMP)
 demo-flask: $(STAMP)
 	$(BIN)/python example_projects/run_demo.py flask $(ARGS)
 
-bench: $(STAMP)
+# The peers the benchmarks compare with (Authlib, requests-oauthlib) come with the bench extra.
+$(VENV)/.bench-installed: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[all,test,bench]"
+	touch $@
+
+bench: $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/run.py
 
 clean:
