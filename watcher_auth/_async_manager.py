@@ -20,7 +20,7 @@ from watcher_auth._base import CredentialsProvider, ManagerBase
 from watcher_auth._calls import BearerScheme
 from watcher_auth._drivers import DEFAULT_MAX_RESPONSE_BYTES, AsyncSteps, Timeout
 from watcher_auth._exceptions import WatcherProtocolError
-from watcher_auth._httpx import AsyncWatcherClient, FlowHttpxAuth
+from watcher_auth._httpx import AsyncWatcherClient, FlowHttpxAuth, httpx_verify
 from watcher_auth._lifecycle import Margin
 from watcher_auth._tokens import Secret, TokenPair
 from watcher_auth.stores import AsyncMemoryStore, AsyncTokenStore, TokenStore, resolve_async_store
@@ -101,7 +101,7 @@ class AsyncTokenManager(ManagerBase):
             max_waiters=max_waiters,
         )
         bundle = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE")
-        self._verify = bundle if verify is True and bundle else verify
+        self._verify = httpx_verify(bundle if verify is True and bundle else verify)
         self._limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=32)
         # httpx pools belong to one event loop; a portal may run several (Flask async views
         # run each request on a new loop), so each loop gets its own.

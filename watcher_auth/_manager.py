@@ -243,9 +243,10 @@ class TokenManager(ManagerBase):
         ``options`` go to ``httpx.Client`` (``verify`` and ``timeout`` default to the
         manager's). Close it when done, or use it in a ``with`` block.
         """
-        from watcher_auth._httpx import WatcherClient
+        from watcher_auth._httpx import WatcherClient, httpx_verify
 
-        options.setdefault("verify", self._verify)
+        if "verify" not in options:
+            options["verify"] = httpx_verify(self._verify)
         options.setdefault("timeout", self.timeout)
         return WatcherClient(
             base_url=self.api_root,
