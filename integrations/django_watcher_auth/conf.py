@@ -67,16 +67,24 @@ SYSTEM_API_KEY     ``None``                 Watcher's API v2 system key, for
 ================== ======================== ====================================================
 
 Changing ``WATCHER_AUTH``, ``SECRET_KEY``, ``CACHES`` or ``DATABASES`` (``override_settings``
-in tests) rebuilds :data:`watcher_settings` and the manager.
+in tests) rebuilds :data:`watcher_settings` and the managers.
+
+Async views use :func:`get_async_manager`, an :class:`~watcher_auth.AsyncTokenManager` built
+from the same settings on the async twin of the store (``"db"``:
+:class:`~.stores.AsyncDjangoModelStore`, ``"cache"``: :class:`~.stores.AsyncDjangoCacheStore`,
+any other store: the sync manager's own store run in worker threads), so both managers see
+the same records.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -85,6 +93,7 @@ from django.core.signals import setting_changed
 from django.urls import reverse
 
 from watcher_auth import (
+    AsyncTokenStore,
     ConfigurationError,
     EventType,
     MemoryStore,
@@ -94,16 +103,21 @@ from watcher_auth import (
     resolve_store,
     web,
 )
-from watcher_auth.stores import import_string
+from watcher_auth.stores import import_string, resolve_async_store
 from watcher_auth.v2 import SYSTEM_API_KEY_ENV, system_api_key_setting
+
+if TYPE_CHECKING:
+    from watcher_auth import AsyncTokenManager
 
 __all__ = [
     "DEFAULTS",
     "SERVICE_KEY_PREFIX",
     "SYSTEM_API_KEY_ENV",
     "WatcherSettings",
+    "build_async_store",
     "build_store",
     "connect_url",
+    "get_async_manager",
     "get_clock",
     "get_manager",
     "reset_manager",
@@ -211,6 +225,7 @@ watcher_settings = WatcherSettings()
 
 _manager_lock = threading.Lock()
 _manager: TokenManager | None = None
+_async_manager: AsyncTokenManager | None = None
 
 
 def get_manager() -> TokenManager:
@@ -232,11 +247,36 @@ def get_manager() -> TokenManager:
     return manager
 
 
+def get_async_manager() -> AsyncTokenManager:
+    """The process's :class:`~watcher_auth.AsyncTokenManager`, for async views.
+
+    Built on first use from the same ``WATCHER_AUTH`` settings as :func:`get_manager`, on
+    :func:`build_async_store`; shared by every event loop of the process (its per-key locks
+    and connection pools work across loops). Its events are sent as this app's signals,
+    from a worker thread (receivers may use the ORM).
+
+    Raises:
+        ConfigurationError: ``WATCHER_AUTH`` is missing the URL or names an unknown store.
+    """
+    global _async_manager
+    manager = _async_manager
+    if manager is None:
+        with _manager_lock:
+            if _async_manager is None:
+                _async_manager = _build_async_manager()
+            manager = _async_manager
+    return manager
+
+
 def reset_manager() -> None:
-    """Drop the current manager; the next :func:`get_manager` builds a new one."""
-    global _manager
+    """Drop the current managers; the next :func:`get_manager` builds a new one.
+
+    The async manager's connection pools are dropped with it (they close when collected).
+    """
+    global _manager, _async_manager
     with _manager_lock:
         old, _manager = _manager, None
+        _async_manager = None
     if old is not None:
         old.close()
 
@@ -260,6 +300,55 @@ def _build_manager() -> TokenManager:
     )
     manager.add_listener(_send_signal)
     return manager
+
+
+def _build_async_manager() -> AsyncTokenManager:
+    from watcher_auth import AsyncTokenManager
+
+    url = watcher_settings.URL
+    if not url:
+        raise ConfigurationError("WATCHER_AUTH['URL'] is not set: give Watcher's address")
+    service = service_account()
+    manager = AsyncTokenManager(
+        url,
+        store=build_async_store(),
+        credentials=_service_credentials(service) if service is not None else None,
+        timeout=watcher_settings.TIMEOUT,
+        clock=get_clock(),
+        refresh_margin=watcher_settings.REFRESH_MARGIN,
+        lock_timeout=float(watcher_settings.LOCK_TIMEOUT),
+        local_cache_size=int(watcher_settings.LOCAL_CACHE_SIZE),
+        verify=watcher_settings.VERIFY_TLS,
+    )
+    manager.add_listener(_send_signal_from_thread)
+    return manager
+
+
+def build_async_store() -> AsyncTokenStore:
+    """The async twin of the store :func:`build_store` makes.
+
+    ``"db"`` and ``"cache"`` get :class:`~.stores.AsyncDjangoModelStore` and
+    :class:`~.stores.AsyncDjangoCacheStore` with the same options; any other store is the
+    sync manager's own store run in worker threads, so a per-process ``"memory"`` store is
+    one store for sync and async views alike.
+
+    Raises:
+        ConfigurationError: the store cannot be found or built.
+    """
+    spec = watcher_settings.STORE
+    options = dict(watcher_settings.STORE_OPTIONS or {})
+    if spec == "db":
+        from django_watcher_auth.stores import AsyncDjangoModelStore
+
+        return AsyncDjangoModelStore(**options)
+    if spec == "cache":
+        from django_watcher_auth.stores import AsyncDjangoCacheStore
+
+        options.setdefault("alias", watcher_settings.CACHE_ALIAS)
+        options.setdefault("key_prefix", watcher_settings.CACHE_KEY_PREFIX)
+        options.setdefault("lease", float(watcher_settings.LOCK_TIMEOUT))
+        return AsyncDjangoCacheStore(**options)
+    return resolve_async_store(get_manager().store)
 
 
 def build_store() -> TokenStore:
@@ -421,6 +510,33 @@ def _send_signal(event: WatcherEvent) -> None:
         server=event.server,
         api=event.api,
     )
+
+
+# Signals sent from the event loop, until their worker thread is done (kept from collection).
+_pending_signals: set[asyncio.Future[None]] = set()
+
+
+def _send_signal_from_thread(event: WatcherEvent) -> None:
+    """Send ``event``'s signal off the event loop: its receivers (and the user lookup) may
+    use the ORM, which Django refuses to run on an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        _send_signal(event)
+        return
+    from asgiref.sync import sync_to_async
+
+    future = asyncio.ensure_future(sync_to_async(_send_signal, thread_sensitive=True)(event))
+    _pending_signals.add(future)
+    future.add_done_callback(_signal_sent)
+
+
+def _signal_sent(future: asyncio.Future[None]) -> None:
+    _pending_signals.discard(future)
+    if not future.cancelled() and future.exception() is not None:
+        logging.getLogger("django_watcher_auth").error(
+            "sending a Watcher signal failed", exc_info=future.exception()
+        )
 
 
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:

@@ -18,9 +18,11 @@ __all__ = ["AsyncStoreAdapter"]
 
 T = TypeVar("T")
 
-# The locks the current task holds through adapters: (adapter id, key) -> the lock's thread.
-_HELD: ContextVar[dict[tuple[int, StoreKey], concurrent.futures.ThreadPoolExecutor] | None] = (
-    ContextVar("watcher_auth_held_locks", default=None)
+# The locks the current task holds through adapters: (adapter id, key) -> the lock. A lock
+# released from another context (asyncio.shield runs the release in a task of its own, on a
+# copy of the context) stays listed here, so each entry also says whether it is still held.
+_HELD: ContextVar[dict[tuple[int, StoreKey], _ThreadHeldLock] | None] = ContextVar(
+    "watcher_auth_held_locks", default=None
 )
 
 
@@ -89,7 +91,8 @@ class AsyncStoreAdapter(AsyncTokenStore):
     # --- helpers ------------------------------------------------------------------------------
 
     async def _call(self, key: StoreKey, call: Callable[[], T]) -> T:
-        thread = (_HELD.get() or {}).get((id(self), key))
+        held = (_HELD.get() or {}).get((id(self), key))
+        thread = held._thread if held is not None and held.active else None
         if thread is None:
             return await self._run(call)
         return await asyncio.wrap_future(thread.submit(call))
@@ -107,8 +110,9 @@ class _ThreadHeldLock:
         self._timeout = timeout
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None
         self._held: AbstractContextManager[object] | None = None
-        self._previous: dict[tuple[int, StoreKey], concurrent.futures.ThreadPoolExecutor] | None
-        self._previous = None
+        self._previous: dict[tuple[int, StoreKey], _ThreadHeldLock] | None = None
+        #: Entered and not yet being left.
+        self.active = False
 
     async def __aenter__(self) -> None:
         thread = self._thread = concurrent.futures.ThreadPoolExecutor(
@@ -125,7 +129,8 @@ class _ThreadHeldLock:
             self._end_thread()
             raise
         self._previous = _HELD.get()
-        _HELD.set({**(self._previous or {}), (id(self._adapter), self._key): thread})
+        _HELD.set({**(self._previous or {}), (id(self._adapter), self._key): self})
+        self.active = True
 
     async def __aexit__(
         self,
@@ -133,6 +138,7 @@ class _ThreadHeldLock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
+        self.active = False
         _HELD.set(self._previous)
         assert self._thread is not None
         leaving = self._thread.submit(self._leave, exc_type, exc, tb)
