@@ -53,6 +53,7 @@ __all__ = [
     "Instrumentation",
     "UserKeyAttribute",
     "instrument",
+    "parse_setting",
     "user_key_hash",
 ]
 
@@ -289,3 +290,21 @@ def instrument(
     provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
     tracer = trace.get_tracer(SCOPE, __version__, tracer_provider=tracer_provider)
     return Instrumentation(manager, provider, tracer, user_key=user_key, salt=user_key_salt)
+
+
+def parse_setting(value: object, *, setting: str) -> UserKeyAttribute | None:
+    """Read a framework's OpenTelemetry setting: ``None`` for off, else the user key mode.
+
+    ``False`` or ``None`` is off; ``True`` is ``"hash"``; ``"hash"``, ``"raw"`` and ``"omit"``
+    are the modes of :func:`instrument`.
+
+    Raises:
+        ConfigurationError: any other value; the message names ``setting``.
+    """
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "hash"
+    if value == "hash" or value == "raw" or value == "omit":
+        return value
+    raise ConfigurationError(f"{setting} must be True, False, 'hash', 'raw' or 'omit'")

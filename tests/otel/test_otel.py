@@ -14,17 +14,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
+from tests.otel.telemetry import Telemetry
 from watcher_auth import (
     AsyncTokenManager,
     ConfigurationError,
@@ -35,7 +30,7 @@ from watcher_auth import (
     TokenManager,
     TokenPair,
 )
-from watcher_auth.otel import Instrumentation, instrument, user_key_hash
+from watcher_auth.otel import user_key_hash
 from watcher_auth.stores import AsyncMemoryStore
 from watcher_auth.testing import FakeClock
 from watcher_auth.testing.emulator import WatcherEmulator
@@ -76,53 +71,11 @@ def provider(key: str) -> tuple[str, str] | None:
     return ("bob", PASSWORDS["bob"]) if key == SERVICE else None
 
 
-@dataclass
-class Telemetry:
-    reader: InMemoryMetricReader
-    exporter: InMemorySpanExporter
-    meter_provider: MeterProvider
-    tracer_provider: TracerProvider
-
-    def instrument(self, manager: Any, **options: Any) -> Instrumentation:
-        return instrument(
-            manager,
-            meter_provider=self.meter_provider,
-            tracer_provider=self.tracer_provider,
-            **options,
-        )
-
-    def points(self) -> dict[str, list[Any]]:
-        """Every data point, by metric name."""
-        found: dict[str, list[Any]] = {}
-        data = self.reader.get_metrics_data()
-        for resource in data.resource_metrics if data is not None else ():
-            for scope in resource.scope_metrics:
-                assert scope.scope.name == "watcher_auth"
-                for metric in scope.metrics:
-                    found.setdefault(metric.name, []).extend(metric.data.data_points)
-        return found
-
-    def counts(self) -> dict[str, int]:
-        """Each counter's total and each histogram's number of recordings."""
-        return {
-            name: sum(p.value if hasattr(p, "value") else p.count for p in points)
-            for name, points in self.points().items()
-        }
-
-    def spans(self) -> list[ReadableSpan]:
-        return list(self.exporter.get_finished_spans())
-
-
 @pytest.fixture
 def telemetry() -> Iterator[Telemetry]:
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[reader])
-    exporter = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield Telemetry(reader, exporter, meter_provider, tracer_provider)
-    meter_provider.shutdown()
-    tracer_provider.shutdown()
+    telemetry = Telemetry.create()
+    yield telemetry
+    telemetry.shutdown()
 
 
 @pytest.fixture
