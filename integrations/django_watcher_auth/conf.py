@@ -64,6 +64,10 @@ SYSTEM_API_KEY     ``None``                 Watcher's API v2 system key, for
                                             ``None``: the environment variable
                                             ``WATCHER_SYSTEM_API_KEY``, if set. An empty one
                                             fails check ``E009``.
+OPENTELEMETRY      ``False``                ``True``: OpenTelemetry metrics and spans of the
+                                            manager (extra ``otel``), with the user key
+                                            hashed; ``"raw"`` or ``"omit"``: the key as is,
+                                            or not at all (see :mod:`watcher_auth.otel`).
 ================== ======================== ====================================================
 
 Changing ``WATCHER_AUTH``, ``SECRET_KEY``, ``CACHES`` or ``DATABASES`` (``override_settings``
@@ -100,6 +104,7 @@ from watcher_auth import (
     TokenManager,
     TokenStore,
     WatcherEvent,
+    otel,
     resolve_store,
     web,
 )
@@ -150,6 +155,7 @@ DEFAULTS: dict[str, Any] = {
     "JSON_ERRORS": None,
     "CLOCK": None,
     "SYSTEM_API_KEY": None,
+    "OPENTELEMETRY": False,
 }
 
 #: The environment variable read when ``WATCHER_AUTH['SYSTEM_API_KEY']`` is not set.
@@ -189,6 +195,7 @@ class WatcherSettings:
     JSON_ERRORS: bool | None
     CLOCK: str | Callable[[], float] | None
     SYSTEM_API_KEY: str | None
+    OPENTELEMETRY: bool | str
 
     def __init__(self, user_settings: Mapping[str, Any] | None = None) -> None:
         self._user_settings = user_settings
@@ -299,6 +306,11 @@ def _build_manager() -> TokenManager:
         verify=watcher_settings.VERIFY_TLS,
     )
     manager.add_listener(_send_signal)
+    user_key = otel.parse_setting(
+        watcher_settings.OPENTELEMETRY, setting="WATCHER_AUTH['OPENTELEMETRY']"
+    )
+    if user_key is not None:
+        otel.instrument(manager, user_key=user_key)
     return manager
 
 

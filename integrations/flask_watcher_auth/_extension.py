@@ -51,6 +51,7 @@ from watcher_auth import (
     WatcherSession,
     web,
 )
+from watcher_auth.otel import instrument
 from watcher_auth.v2 import WatcherV2Session
 from watcher_auth.web import (
     ErrorAnswer,
@@ -254,6 +255,8 @@ class WatcherState:
             **options,
         )
         manager.add_listener(self._send_signal)
+        if settings.opentelemetry is not None:
+            instrument(manager, user_key=settings.opentelemetry)
         self._manager, self._manager_pid = manager, os.getpid()
         return manager
 

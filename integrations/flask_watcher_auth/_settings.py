@@ -22,6 +22,7 @@ from watcher_auth import (
     resolve_store,
 )
 from watcher_auth.crypto import TokenCipher
+from watcher_auth.otel import UserKeyAttribute, parse_setting
 from watcher_auth.v2 import SYSTEM_API_KEY_ENV, system_api_key_setting
 
 __all__ = [
@@ -59,6 +60,7 @@ CONFIG_DEFAULTS: Mapping[str, Any] = {
     "WATCHER_SYSTEM_API_KEY": None,
     "WATCHER_MULTIPROCESS": None,
     "WATCHER_CHECK_STORE_ON_START": False,
+    "WATCHER_OPENTELEMETRY": False,
 }
 
 #: Read when ``WATCHER_MULTIPROCESS`` is ``None``: the worker count gunicorn and uvicorn take
@@ -96,6 +98,7 @@ class WatcherSettings:
     multiprocess: bool = False
     check_store_on_start: bool = False
     encryption_from_secret_key: bool = False
+    opentelemetry: UserKeyAttribute | None = None
 
     @property
     def has_service_account(self) -> bool:
@@ -223,6 +226,9 @@ def load_settings(app: Flask) -> WatcherSettings:
         system_api_key=_system_api_key(config["WATCHER_SYSTEM_API_KEY"]),
         multiprocess=_multiprocess(config["WATCHER_MULTIPROCESS"]),
         check_store_on_start=bool(config["WATCHER_CHECK_STORE_ON_START"]),
+        opentelemetry=parse_setting(
+            config["WATCHER_OPENTELEMETRY"], setting="WATCHER_OPENTELEMETRY"
+        ),
     )
 
 
