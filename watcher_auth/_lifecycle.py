@@ -375,7 +375,16 @@ class Lifecycle:
                     self.remember(skey, current)
                     return current
                 pair = yield from self._renew(skey, current, events)
-                yield from self.save(skey, pair)
+                try:
+                    yield from self.save(skey, pair)
+                except BaseException:
+                    if any(event[0] is EventType.REFRESHED for event in events):
+                        # Watcher answered, and may have spent the old refresh token, but the
+                        # new pair is not stored: a rejection next is explained by this loss,
+                        # and no listener may hear of a refresh that did not stick.
+                        self._unanswered.add(skey)
+                        events[:] = [e for e in events if e[0] is not EventType.REFRESHED]
+                    raise
                 return pair
             finally:
                 yield Unlock(shared)
