@@ -66,11 +66,12 @@ class ServerClock:
     answers this process sees; a header equal to the last one is not parsed again.
     """
 
-    __slots__ = ("_last_date", "offset")
+    __slots__ = ("_last_date", "_moved", "offset")
 
-    def __init__(self) -> None:
+    def __init__(self, moved: Callable[[], None] | None = None) -> None:
         self.offset: float | None = None
         self._last_date: str | None = None
+        self._moved = moved
 
     def observe_date(self, date_header: str | None, received_at: float) -> None:
         """Take a response's ``Date`` header (one-second resolution) into the estimate."""
@@ -89,6 +90,8 @@ class ServerClock:
             offset = 0.0
         if self.offset is None or abs(offset - self.offset) >= 1.0:
             self.offset = offset
+            if self._moved is not None:
+                self._moved()
 
     def local_expiry(self, pair: TokenPair) -> float | None:
         """``pair``'s expiry on this process's clock."""
@@ -216,7 +219,10 @@ class Lifecycle:
         self.has_credentials = has_credentials
         self.cache = cache
         self.events = events
-        self.server_clock = ServerClock()
+        # Copies kept in the cache carry a "fresh until" judged on the offset known when they
+        # were read: a better estimate makes them wrong (trusted long past expiry on a host
+        # whose clock is behind), so they go.
+        self.server_clock = ServerClock(moved=self._clock_moved)
         self.max_lifetime = max_lifetime
         # Keys whose last refresh was sent but never answered: with rotation on, Watcher may
         # have spent the refresh token, so a rejection next is explained by that.
@@ -228,6 +234,10 @@ class Lifecycle:
         else:
             fixed = float(refresh_margin)
             self.margin = lambda _lifetime: fixed
+
+    def _clock_moved(self) -> None:
+        if self.cache is not None:
+            self.cache.forget(None)
 
     # --- decisions --------------------------------------------------------------------
 
