@@ -68,11 +68,12 @@ class ServerClock:
     answers this process sees; a header equal to the last one is not parsed again.
     """
 
-    __slots__ = ("_last_date", "offset")
+    __slots__ = ("_last_date", "_moved", "offset")
 
-    def __init__(self) -> None:
+    def __init__(self, moved: Callable[[], None] | None = None) -> None:
         self.offset: float | None = None
         self._last_date: str | None = None
+        self._moved = moved
 
     def observe_date(self, date_header: str | None, received_at: float) -> None:
         """Take a response's ``Date`` header (one-second resolution) into the estimate."""
@@ -91,6 +92,8 @@ class ServerClock:
             offset = 0.0
         if self.offset is None or abs(offset - self.offset) >= 1.0:
             self.offset = offset
+            if self._moved is not None:
+                self._moved()
 
     def local_expiry(self, pair: TokenPair) -> float | None:
         """``pair``'s expiry on this process's clock."""
@@ -218,7 +221,10 @@ class Lifecycle:
         self.has_credentials = has_credentials
         self.cache = cache
         self.events = events
-        self.server_clock = ServerClock()
+        # Copies kept in the cache carry a "fresh until" judged on the offset known when they
+        # were read: a better estimate makes them wrong (trusted long past expiry on a host
+        # whose clock is behind), so they go.
+        self.server_clock = ServerClock(moved=self._clock_moved)
         self.max_lifetime = max_lifetime
         # Keys whose last refresh was sent but never answered: with rotation on, Watcher may
         # have spent the refresh token, so a rejection next is explained by that.
@@ -231,6 +237,10 @@ class Lifecycle:
         else:
             fixed = float(refresh_margin)
             self.margin = lambda _lifetime: fixed
+
+    def _clock_moved(self) -> None:
+        if self.cache is not None:
+            self.cache.forget(None)
 
     # --- decisions --------------------------------------------------------------------
 
@@ -383,7 +393,16 @@ class Lifecycle:
                     self.remember(skey, current)
                     return current
                 pair = yield from self._renew(skey, current, events)
-                yield from self.save(skey, pair)
+                try:
+                    yield from self.save(skey, pair)
+                except BaseException:
+                    if any(event[0] is EventType.REFRESHED for event in events):
+                        # Watcher answered, and may have spent the old refresh token, but the
+                        # new pair is not stored: a rejection next is explained by this loss,
+                        # and no listener may hear of a refresh that did not stick.
+                        self._unanswered.add(skey)
+                        events[:] = [e for e in events if e[0] is not EventType.REFRESHED]
+                    raise
                 return pair
             finally:
                 yield Unlock(shared)

@@ -66,6 +66,7 @@ FAILURE_MODES = frozenset(
         "drop",
         "reset_mid_body",
         "hang",
+        "drip",
         "non_json",
         "bad_jwt",
         "process_then_drop",
