@@ -3,12 +3,14 @@
 # `make test` runs lint, types, the whole test suite on this Python, and the Django suite on the
 # matrix's corners (what CI runs). `make matrix` runs every supported Python x Django pair.
 # `make bench` writes benchmarks/RESULTS.md (about 10 minutes).
+# `make mutate` mutation-tests the core decision modules (not part of CI; ARGS go to
+# scripts/mutate.py, e.g. ARGS="--module lifecycle"); benchmarks/MUTATION.md has the results.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test matrix demo demo-flask bench lint clean
+.PHONY: test matrix demo demo-flask bench lint clean mutate
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +47,9 @@ $(VENV)/.bench-installed: $(STAMP)
 
 bench: $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/run.py
+
+mutate: $(STAMP)
+	$(BIN)/python scripts/mutate.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .nox test-artifacts

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import ssl
 import time
 import weakref
 from collections.abc import Callable
@@ -44,15 +43,6 @@ class _SharedTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         pass
-
-
-def _ssl_verify(verify: bool | str) -> bool | ssl.SSLContext:
-    # httpx deprecates a CA bundle path: it takes an SSL context made from it.
-    if not isinstance(verify, str):
-        return verify
-    if os.path.isdir(verify):
-        return ssl.create_default_context(capath=verify)
-    return ssl.create_default_context(cafile=verify)
 
 
 def _as_async_store(store: AsyncTokenStore | TokenStore | str | None) -> AsyncTokenStore:
@@ -133,7 +123,7 @@ class AsyncTokenManager(ManagerBase):
         loop = asyncio.get_running_loop()
         transport = self._transports.get(loop)
         if transport is None:
-            inner = httpx.AsyncHTTPTransport(verify=_ssl_verify(self._verify), limits=self._limits)
+            inner = httpx.AsyncHTTPTransport(verify=self._verify, limits=self._limits)
             transport = self._transports[loop] = _SharedTransport(inner)
         return transport
 
