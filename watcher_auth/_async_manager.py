@@ -178,8 +178,9 @@ class AsyncTokenManager(ManagerBase):
 
     async def login(self, key: str, *, username: str, password: str) -> TokenPair:
         """See :meth:`TokenManager.login`."""
-        password = Secret(password)
-        result: TokenPair = await self._run(self.lifecycle.login(key, username, password))
+        flow = self.lifecycle.login(key, username, Secret(password))
+        del password  # only the flow holds it now: crash reporters capture frame locals
+        result: TokenPair = await self._run(flow)
         return result
 
     async def logout(self, key: str) -> bool:
@@ -250,15 +251,19 @@ class AsyncTokenManager(ManagerBase):
 
     async def v2_login(self, key: str, *, username: str, password: str) -> TokenPair:
         """See :meth:`TokenManager.v2_login`."""
-        password = Secret(password)
-        result: TokenPair = await self._run(self.v2.login(key, username, password))
+        flow = self.v2.login(key, username, Secret(password))
+        del password
+        result: TokenPair = await self._run(flow)
         return result
 
     async def v2_connect_user_key(self, key: str, *, username: str, api_key: str) -> TokenPair:
         """See :meth:`TokenManager.v2_connect_user_key`."""
-        api_key = Secret(check_secret(api_key, "user API key"))
         check_secret(username, "Watcher login")
-        result: TokenPair = await self._run(self.v2.connect_user_key(key, username, api_key))
+        flow = self.v2.connect_user_key(
+            key, username, Secret(check_secret(api_key, "user API key"))
+        )
+        del api_key
+        result: TokenPair = await self._run(flow)
         return result
 
     async def v2_logout(self, key: str) -> bool:
