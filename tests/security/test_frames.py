@@ -197,3 +197,21 @@ def test_the_frame_walk_finds_a_secret_that_is_there() -> None:
         leaky("tok-Hq2Wm9")
     with pytest.raises(AssertionError):
         assert_no_secret(caught.value, ["tok-Hq2Wm9"])
+
+
+def test_a_server_that_claims_a_token_lives_for_decades_cannot_pin_it_in_the_caches(
+    watcher_emulator_factory: Callable[..., WatcherEmulator], fake_clock: FakeClock
+) -> None:
+    # The claims are not verified (no key to check them): a broken or hostile server's
+    # far-away exp is believed only up to max_lifetime, and the token is refreshed after it.
+    century = 100 * 365 * 24 * 3600.0
+    emulator = watcher_emulator_factory(clock=fake_clock, access_lifetime=century)
+    manager = TokenManager(emulator.url, clock=fake_clock, max_lifetime=3600)
+    pair = manager.login(KEY, username="alice", password="secret")
+    assert pair.expires_at is not None and pair.expires_at <= fake_clock() + 3600
+    fake_clock.advance(3600 - 61)
+    assert manager.session(KEY).get("profile").status_code == 200
+    assert emulator.stats.refreshes == 0
+    fake_clock.advance(2)  # within the margin before the believed expiry
+    assert manager.session(KEY).get("profile").status_code == 200
+    assert emulator.stats.refreshes == 1
