@@ -1,6 +1,6 @@
 # `make demo` runs the Django example portal on SQLite against the Watcher emulator.
 # `make test` runs lint, types and the whole test suite (what CI runs).
-# `make bench` writes benchmarks/RESULTS.md (about 10 minutes).
+# `make bench` writes benchmarks/RESULTS.md (10 to 25 minutes, more on a busy machine).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

@@ -1,6 +1,6 @@
 """watcher-auth benchmarks: prints one table per section and writes benchmarks/RESULTS.md.
 
-    make bench                                    # everything, about 10 minutes
+    make bench                                    # everything, 10 to 25 minutes
     .venv/bin/python benchmarks/run.py --quick    # under 2 minutes, to a temporary file
 
 Sections: refresh storms (watcher-auth on each store, and the peers: a client written from
@@ -1055,13 +1055,35 @@ def summary(sections: list[Section]) -> Section:
                         f"{memory[-1][1]} per key at {many}",
                     ]
                 )
-        largest = max(
-            (r[0].split(", ")[-1] for r in scale.rows), key=lambda t: _number(t) or 0, default=""
-        )
+
+        def size(r: list[str]) -> float:
+            return _number(r[0].split(", ")[-1]) or 0
+
+        largest = max((size(r) for r in scale.rows), default=0)
         for r in scale.rows:
-            if r[0].startswith("DjangoModelStore") and r[0].endswith(largest):
+            if r[0].startswith("DjangoModelStore") and size(r) == largest:
                 rows.append([f"{r[0]}: indexed, one query", f"{r[3]}; {r[2]}"])
     return Section("Goals", ["goal", "this run"], rows, notes)
+
+
+def parse_sections(text: str) -> tuple[str, list[Section]]:
+    """The text before the first section, and the sections of a results file."""
+    head, *parts = text.split("\n## ")
+    sections = []
+    for part in parts:
+        title, _, body = part.partition("\n")
+        table = [line for line in body.splitlines() if line.startswith("| ")]
+        cells = [line[2:-2].split(" | ") for line in table]
+        notes = [line[2:] for line in body.splitlines() if line.startswith("- ")]
+        sections.append(Section(title, cells[0] if cells else [], cells[1:], notes))
+    return head + "\n", sections
+
+
+def rewrite_goals(path: Path) -> None:
+    """Replace the Goals section of the results at ``path`` with one made from its tables."""
+    head, sections = parse_sections(path.read_text())
+    measured = [s for s in sections if s.title != "Goals"]
+    path.write_text(head + "\n".join(s.markdown() for s in [summary(measured), *measured]))
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -1123,13 +1145,21 @@ def main(argv: list[str] | None = None) -> int:
         "--quick",
         action="store_true",
         help="for development, under 2 minutes: 3 s storms of the peers and the memory and "
-        "Redis stores, 40 rounds, small scale; written to a temporary file",
+        "Redis stores, 15 rounds, small scale; written to a temporary file",
+    )
+    parser.add_argument(
+        "--goals",
+        metavar="RESULTS",
+        help="measure nothing: rewrite the Goals section of a results file from its tables",
     )
     parser.add_argument("--only", choices=["storm", "overhead", "steady", "scale"])
     parser.add_argument("--store", help="storm rows only of clients and stores whose name has this")
     parser.add_argument("--shapes", help="storm shapes, e.g. 1x32,4x8")
     parser.add_argument("--output", help="where to write the results (default: RESULTS.md)")
     args = parser.parse_args(argv)
+    if args.goals:
+        rewrite_goals(Path(args.goals))
+        return 0
     shapes = [(1, 32), (4, 8)] if args.quick else [(1, 32), (4, 8), (8, 8)]
     if args.shapes:
         shapes = [(int(p), int(t)) for p, t in (s.split("x") for s in args.shapes.split(","))]
