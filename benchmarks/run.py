@@ -1204,10 +1204,13 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.quick or args.only)
         else " ".join(["run.py", *(argv or sys.argv[1:])])
     )
+    # Other work on the machine slows every row and widens the spreads: say how much there was.
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     text = (
         "# watcher-auth benchmark results\n\n"
         + f"Written by `{command}` in {time.time() - started:.0f} s on:\n\n"
         + about
+        + f"- Load average (1, 5, 15 min) when the run ended: {load}\n"
         + "\n"
         + "\n".join(s.markdown() for s in [summary(sections), *sections])
     )
