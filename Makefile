@@ -2,7 +2,7 @@
 # ARGS go to the launcher: `make demo ARGS="--port 9000"` (`--help` lists them).
 # `make test` runs lint, types, the whole test suite on this Python, and the Django suite on the
 # matrix's corners (what CI runs). `make matrix` runs every supported Python x Django pair.
-# `make bench` writes benchmarks/RESULTS.md (about 10 minutes).
+# `make bench` writes benchmarks/RESULTS.md (10 to 25 minutes, more on a busy machine).
 # `make mutate` mutation-tests the core decision modules (not part of CI; ARGS go to
 # scripts/mutate.py, e.g. ARGS="--module lifecycle"); benchmarks/MUTATION.md has the results.
 PYTHON ?= python3

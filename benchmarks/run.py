@@ -1,6 +1,6 @@
 """watcher-auth benchmarks: prints one table per section and writes benchmarks/RESULTS.md.
 
-    make bench                                    # everything, about 10 minutes
+    make bench                                    # everything, 10 to 25 minutes
     .venv/bin/python benchmarks/run.py --quick    # under 2 minutes, to a temporary file
 
 Sections: refresh storms (watcher-auth on each store, and the peers: a client written from
@@ -912,9 +912,11 @@ def _index_line(plan: str) -> str:
     return " ".join(line.replace("->", "").split()).lstrip("0123456789 ")
 
 
-def scale_section(sizes: tuple[int, ...]) -> Section:
+def scale_section(sizes: tuple[int, ...], databases: tuple[str, ...]) -> Section:
     rows = memory_scale(sizes)
     for alias, label in (("default", "SQLite"), ("postgres", "PostgreSQL")):
+        if alias not in databases:
+            continue
         try:
             rows += django_model_scale(alias, label, sizes)
         except StoreUnavailable as exc:
@@ -1055,13 +1057,35 @@ def summary(sections: list[Section]) -> Section:
                         f"{memory[-1][1]} per key at {many}",
                     ]
                 )
-        largest = max(
-            (r[0].split(", ")[-1] for r in scale.rows), key=lambda t: _number(t) or 0, default=""
-        )
+
+        def size(r: list[str]) -> float:
+            return _number(r[0].split(", ")[-1]) or 0
+
+        largest = max((size(r) for r in scale.rows), default=0)
         for r in scale.rows:
-            if r[0].startswith("DjangoModelStore") and r[0].endswith(largest):
+            if r[0].startswith("DjangoModelStore") and size(r) == largest:
                 rows.append([f"{r[0]}: indexed, one query", f"{r[3]}; {r[2]}"])
     return Section("Goals", ["goal", "this run"], rows, notes)
+
+
+def parse_sections(text: str) -> tuple[str, list[Section]]:
+    """The text before the first section, and the sections of a results file."""
+    head, *parts = text.split("\n## ")
+    sections = []
+    for part in parts:
+        title, _, body = part.partition("\n")
+        table = [line for line in body.splitlines() if line.startswith("| ")]
+        cells = [line[2:-2].split(" | ") for line in table]
+        notes = [line[2:] for line in body.splitlines() if line.startswith("- ")]
+        sections.append(Section(title, cells[0] if cells else [], cells[1:], notes))
+    return head + "\n", sections
+
+
+def rewrite_goals(path: Path) -> None:
+    """Replace the Goals section of the results at ``path`` with one made from its tables."""
+    head, sections = parse_sections(path.read_text())
+    measured = [s for s in sections if s.title != "Goals"]
+    path.write_text(head + "\n".join(s.markdown() for s in [summary(measured), *measured]))
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -1122,14 +1146,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="for development, under 2 minutes: 3 s storms of the peers and the memory and "
-        "Redis stores, 40 rounds, small scale; written to a temporary file",
+        help="for development, under 2 minutes on an otherwise idle machine: 3 s storms of "
+        "the peers and the memory and Redis stores, 15 rounds, small scale on SQLite only; "
+        "written to a temporary file",
+    )
+    parser.add_argument(
+        "--goals",
+        metavar="RESULTS",
+        help="measure nothing: rewrite the Goals section of a results file from its tables",
     )
     parser.add_argument("--only", choices=["storm", "overhead", "steady", "scale"])
     parser.add_argument("--store", help="storm rows only of clients and stores whose name has this")
     parser.add_argument("--shapes", help="storm shapes, e.g. 1x32,4x8")
     parser.add_argument("--output", help="where to write the results (default: RESULTS.md)")
     args = parser.parse_args(argv)
+    if args.goals:
+        rewrite_goals(Path(args.goals))
+        return 0
     shapes = [(1, 32), (4, 8)] if args.quick else [(1, 32), (4, 8), (8, 8)]
     if args.shapes:
         shapes = [(int(p), int(t)) for p, t in (s.split("x") for s in args.shapes.split(","))]
@@ -1147,7 +1180,11 @@ def main(argv: list[str] | None = None) -> int:
             overhead_section(15, 1_000) if args.quick else overhead_section(300, 20_000)
         ),
         "steady": steady_section,
-        "scale": lambda: scale_section((1_000, 10_000) if args.quick else (10_000, 100_000)),
+        "scale": lambda: (
+            scale_section((1_000, 5_000), ("default",))
+            if args.quick
+            else scale_section((10_000, 100_000), ("default", "postgres"))
+        ),
     }
     started = time.time()
     about = machine()
@@ -1167,10 +1204,13 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.quick or args.only)
         else " ".join(["run.py", *(argv or sys.argv[1:])])
     )
+    # Other work on the machine slows every row and widens the spreads: say how much there was.
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     text = (
         "# watcher-auth benchmark results\n\n"
         + f"Written by `{command}` in {time.time() - started:.0f} s on:\n\n"
         + about
+        + f"- Load average (1, 5, 15 min) when the run ended: {load}\n"
         + "\n"
         + "\n".join(s.markdown() for s in [summary(sections), *sections])
     )
