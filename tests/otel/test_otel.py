@@ -283,6 +283,9 @@ def test_a_span_covers_the_refresh_request_and_is_a_child_of_the_current_span(
     assert refresh.parent.span_id == request_span.get_span_context().span_id
     (duration,) = telemetry.points()["watcher_auth.refresh.duration"]
     assert duration.count == 1 and duration.sum >= 0.2
+    # Buckets in seconds, not the SDK's default ones made for milliseconds.
+    assert list(duration.explicit_bounds)[:3] == [0.005, 0.01, 0.025]
+    assert sum(duration.bucket_counts[:5]) == 0 and sum(duration.bucket_counts) == 1
     manager.close()
 
 
