@@ -204,15 +204,8 @@ def test_a_sync_managers_flows_become_exact_metrics_and_spans(
 
 
 def test_an_async_managers_flows_become_the_same_metrics_and_spans(
-    emulator: WatcherEmulator,
-    fake_clock: FakeClock,
-    telemetry: Telemetry,
-    monkeypatch: pytest.MonkeyPatch,
+    emulator: WatcherEmulator, fake_clock: FakeClock, telemetry: Telemetry
 ) -> None:
-    # The emulator speaks plain HTTP: a CA bundle from the environment has no part here
-    # (and httpx warns about the path form the async manager hands it).
-    for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
-        monkeypatch.delenv(name, raising=False)
     store = AsyncBreakableStore()
 
     async def scenario() -> str:
