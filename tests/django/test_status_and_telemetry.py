@@ -168,3 +168,19 @@ def test_the_opentelemetry_setting_instruments_the_async_manager_too(
     (refresh,) = telemetry.points(server)["watcher_auth.refreshes"]
     assert dict(refresh.attributes) == {"watcher.server": server, "watcher.api": "v3"}
     assert [span.name for span in telemetry.spans(server)].count("watcher_auth.refresh") == 1
+
+
+@pytest.mark.django_db
+def test_status_all_also_lists_accounts_that_need_a_new_login(
+    portal: Any, make_user: Any, client_for: Any, post_form: Any
+) -> None:
+    client = client_for(make_user("portal-pam"))
+    post_form(client, CONNECT, {"username": "alice", "password": "secret"})
+    portal.emulator.revoke("alice")
+    client.get("/cameras/")  # the refresh is refused: the account needs a new login
+    assert status().splitlines()[1:] == ["No connected users."]
+    out = StringIO()
+    call_command("watcher_status", "--all", stdout=out)
+    row, details = out.getvalue().splitlines()[2:4]
+    assert row.split()[:2] == ["portal-pam", "alice"] and "needs re-login" in row
+    assert details.strip().startswith("API v3; connected since ")
