@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -150,29 +151,34 @@ class _Instruments:
 # One set per meter provider: creating an instrument twice under one name makes the SDK
 # warn, and a manager is rebuilt whenever Django's settings change.
 _instruments: WeakKeyDictionary[MeterProvider, _Instruments] = WeakKeyDictionary()
+_instruments_lock = threading.Lock()
 
 
 def _instruments_of(provider: MeterProvider) -> _Instruments:
-    found = _instruments.get(provider)
-    if found is None:
-        meter = provider.get_meter(SCOPE, __version__)
-        found = _Instruments(
-            counters={
-                event_type: meter.create_counter(name, unit=unit, description=description)
-                for event_type, (name, unit, description) in _COUNTERS.items()
-            },
-            histograms={
-                event_type: meter.create_histogram(
-                    name,
-                    unit="s",
-                    description=description,
-                    explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
-                )
-                for event_type, (name, description) in _HISTOGRAMS.items()
-            },
-        )
-        _instruments[provider] = found
-    return found
+    with _instruments_lock:
+        found = _instruments.get(provider)
+        if found is None:
+            found = _instruments[provider] = _create_instruments(provider)
+        return found
+
+
+def _create_instruments(provider: MeterProvider) -> _Instruments:
+    meter = provider.get_meter(SCOPE, __version__)
+    return _Instruments(
+        counters={
+            event_type: meter.create_counter(name, unit=unit, description=description)
+            for event_type, (name, unit, description) in _COUNTERS.items()
+        },
+        histograms={
+            event_type: meter.create_histogram(
+                name,
+                unit="s",
+                description=description,
+                explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+            )
+            for event_type, (name, description) in _HISTOGRAMS.items()
+        },
+    )
 
 
 class Instrumentation:

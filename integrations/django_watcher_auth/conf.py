@@ -306,12 +306,16 @@ def _build_manager() -> TokenManager:
         verify=watcher_settings.VERIFY_TLS,
     )
     manager.add_listener(_send_signal)
+    _instrument(manager)
+    return manager
+
+
+def _instrument(manager: TokenManager | AsyncTokenManager) -> None:
     user_key = otel.parse_setting(
         watcher_settings.OPENTELEMETRY, setting="WATCHER_AUTH['OPENTELEMETRY']"
     )
     if user_key is not None:
         otel.instrument(manager, user_key=user_key)
-    return manager
 
 
 def _build_async_manager() -> AsyncTokenManager:
@@ -333,6 +337,7 @@ def _build_async_manager() -> AsyncTokenManager:
         verify=watcher_settings.VERIFY_TLS,
     )
     manager.add_listener(_send_signal_from_thread)
+    _instrument(manager)
     return manager
 
 

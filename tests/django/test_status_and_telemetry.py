@@ -8,9 +8,11 @@ from io import StringIO
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.core.management import call_command
+from django.test import AsyncClient
 
-from django_watcher_auth.conf import get_manager, user_key
+from django_watcher_auth.conf import get_async_manager, get_manager, user_key
 from tests.otel.telemetry import global_telemetry
 from watcher_auth import ConfigurationError
 from watcher_auth.crypto import generate_key
@@ -143,3 +145,42 @@ def test_a_wrong_opentelemetry_setting_is_a_configuration_error(settings: Any) -
     settings.WATCHER_AUTH = {"URL": "https://watcher.example.com", "OPENTELEMETRY": "yes"}
     with pytest.raises(ConfigurationError, match=r"WATCHER_AUTH\['OPENTELEMETRY'\] must be"):
         get_manager()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_opentelemetry_setting_instruments_the_async_manager_too(
+    portal: Any, make_user: Any
+) -> None:
+    telemetry = global_telemetry()
+    portal.configure(STORE="db", OPENTELEMETRY="omit")
+    user = make_user("portal-ola")
+
+    async def scenario() -> None:
+        client = AsyncClient()
+        await client.aforce_login(user)
+        answer = await client.post(CONNECT, {"username": "alice", "password": "secret"})
+        assert answer.status_code == 302
+        portal.clock.advance(400)
+        assert (await client.get("/async/cameras/")).status_code == 200
+
+    async_to_sync(scenario)()
+    server = get_async_manager().server
+    (refresh,) = telemetry.points(server)["watcher_auth.refreshes"]
+    assert dict(refresh.attributes) == {"watcher.server": server, "watcher.api": "v3"}
+    assert [span.name for span in telemetry.spans(server)].count("watcher_auth.refresh") == 1
+
+
+@pytest.mark.django_db
+def test_status_all_also_lists_accounts_that_need_a_new_login(
+    portal: Any, make_user: Any, client_for: Any, post_form: Any
+) -> None:
+    client = client_for(make_user("portal-pam"))
+    post_form(client, CONNECT, {"username": "alice", "password": "secret"})
+    portal.emulator.revoke("alice")
+    client.get("/cameras/")  # the refresh is refused: the account needs a new login
+    assert status().splitlines()[1:] == ["No connected users."]
+    out = StringIO()
+    call_command("watcher_status", "--all", stdout=out)
+    row, details = out.getvalue().splitlines()[2:4]
+    assert row.split()[:2] == ["portal-pam", "alice"] and "needs re-login" in row
+    assert details.strip().startswith("API v3; connected since ")

@@ -204,15 +204,8 @@ def test_a_sync_managers_flows_become_exact_metrics_and_spans(
 
 
 def test_an_async_managers_flows_become_the_same_metrics_and_spans(
-    emulator: WatcherEmulator,
-    fake_clock: FakeClock,
-    telemetry: Telemetry,
-    monkeypatch: pytest.MonkeyPatch,
+    emulator: WatcherEmulator, fake_clock: FakeClock, telemetry: Telemetry
 ) -> None:
-    # The emulator speaks plain HTTP: a CA bundle from the environment has no part here
-    # (and httpx warns about the path form the async manager hands it).
-    for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
-        monkeypatch.delenv(name, raising=False)
     store = AsyncBreakableStore()
 
     async def scenario() -> str:
@@ -283,6 +276,9 @@ def test_a_span_covers_the_refresh_request_and_is_a_child_of_the_current_span(
     assert refresh.parent.span_id == request_span.get_span_context().span_id
     (duration,) = telemetry.points()["watcher_auth.refresh.duration"]
     assert duration.count == 1 and duration.sum >= 0.2
+    # Buckets in seconds, not the SDK's default ones made for milliseconds.
+    assert list(duration.explicit_bounds)[:3] == [0.005, 0.01, 0.025]
+    assert sum(duration.bucket_counts[:5]) == 0 and sum(duration.bucket_counts) == 1
     manager.close()
 
 
