@@ -90,9 +90,12 @@ class ServerClock:
         """Take a measured offset; changes within the one-second resolution are noise."""
         if abs(offset) <= 1.0:
             offset = 0.0
-        if self.offset is None or abs(offset - self.offset) >= 1.0:
+        previous = self.offset
+        if previous is None or abs(offset - previous) >= 1.0:
             self.offset = offset
-            if self._moved is not None:
+            # Copies judged on another estimate are dropped; a first estimate of "no
+            # difference" changes no judgement made so far (pairs carry their own offset).
+            if self._moved is not None and (previous is not None or offset != 0.0):
                 self._moved()
 
     def local_expiry(self, pair: TokenPair) -> float | None:
@@ -418,11 +421,13 @@ class Lifecycle:
     def login(self, key: str, username: str, password: Secret) -> Flow[TokenPair]:
         """Log ``key`` in with a password and store the pair (the password is not kept)."""
         skey = self.store_key(key)
+        started = self.clock()
         pair = yield from self._password_login(username, password)
+        duration = self.clock() - started
 
         yield from self.exclusive(skey, lambda: self.save(skey, pair))
         logger.info("Watcher account %r connected for key %r", username, key)
-        self.emit(EventType.CONNECTED, skey, pair.username)
+        self.emit(EventType.CONNECTED, skey, pair.username, duration=duration)
         return pair
 
     def logout(self, skey: StoreKey) -> Flow[bool]:

@@ -333,6 +333,7 @@ def _build_async_manager() -> AsyncTokenManager:
         clock=get_clock(),
         refresh_margin=watcher_settings.REFRESH_MARGIN,
         lock_timeout=float(watcher_settings.LOCK_TIMEOUT),
+        deadline=watcher_settings.DEADLINE,
         local_cache_size=int(watcher_settings.LOCAL_CACHE_SIZE),
         verify=watcher_settings.VERIFY_TLS,
     )
