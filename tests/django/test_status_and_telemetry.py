@@ -119,6 +119,7 @@ def test_the_opentelemetry_setting_instruments_the_process_manager(
     counts.pop("watcher_auth.lock.wait_time", None)
     assert counts == {
         "watcher_auth.logins": 1,
+        "watcher_auth.login.duration": 1,
         "watcher_auth.refreshes": 1,
         "watcher_auth.refresh.duration": 1,
     }

@@ -154,6 +154,7 @@ def test_the_opentelemetry_setting_instruments_the_manager(
     server = get_state(app).manager.server
     assert telemetry.counts(server) == {
         "watcher_auth.logins": 1,
+        "watcher_auth.login.duration": 1,
         "watcher_auth.refreshes": 1,
         "watcher_auth.refresh.duration": 1,
     }
