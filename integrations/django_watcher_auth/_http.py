@@ -58,6 +58,7 @@ __all__ = [
     "error_page",
     "failures",
     "safe_next",
+    "signed_in_user",
     "wants_json",
     "watcher_error_response",
     "watcher_key",
@@ -130,7 +131,7 @@ async def awatcher_key(request: HttpRequest, api: str = "v3") -> str:
     cached = getattr(request, attr, None)
     if cached is not None:
         return str(cached)
-    user = await _auser(request)
+    user = await signed_in_user(request)
     if user is None or not user.is_authenticated:
         raise NotConnected("", "nobody is signed in to the portal, so no Watcher account applies")
     key = user_key(user)
@@ -144,7 +145,7 @@ async def awatcher_key(request: HttpRequest, api: str = "v3") -> str:
     return key
 
 
-async def _auser(request: HttpRequest) -> Any:
+async def signed_in_user(request: HttpRequest) -> Any:
     """The signed-in user, read without touching the database on the event loop."""
     auser = getattr(request, "auser", None)
     if auser is not None:
@@ -246,7 +247,7 @@ async def acheck_watcher_access(request: HttpRequest, api: str = "v3") -> HttpRe
     """:func:`check_watcher_access` for async views: the same answers, never blocking."""
     if not hasattr(request, "awatcher"):
         attach_watcher(request)
-    user = await _auser(request)
+    user = await signed_in_user(request)
     if user is None or not user.is_authenticated:
         if wants_json(request):
             return JsonResponse({"error": "login_required"}, status=401)
