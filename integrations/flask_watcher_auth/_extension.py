@@ -141,6 +141,12 @@ class WatcherAuth:
         app.after_request(refuse_framing)
         app.register_error_handler(WatcherAuthError, _handle_watcher_error)
         app.register_error_handler(requests.RequestException, _handle_requests_error)
+        try:
+            import httpx
+        except ImportError:  # no async views without it
+            pass
+        else:  # an async view's raise_for_status() on Watcher's answer
+            app.register_error_handler(httpx.HTTPStatusError, _handle_requests_error)
         app.teardown_appcontext(_close_request_session)
         app.cli.add_command(watcher_cli)
         _close_async_clients_after(app)
@@ -734,8 +740,9 @@ def _handle_watcher_error(exc: WatcherAuthError) -> BaseResponse:
     return answer_response(exc, answer)
 
 
-def _handle_requests_error(exc: requests.RequestException) -> BaseResponse:
-    """A ``requests`` failure on a call to Watcher (a ``raise_for_status()`` included)."""
+def _handle_requests_error(exc: Exception) -> BaseResponse:
+    """A ``requests`` failure on a call to Watcher (a ``raise_for_status()`` included), or an
+    ``httpx`` ``raise_for_status()`` one."""
     answer = error_answer(exc, watcher_origin=get_state().settings.url)
     if answer is None:
         raise exc  # not a call to Watcher: not ours to answer

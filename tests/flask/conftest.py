@@ -106,6 +106,12 @@ def build_portal(
         clients.append(current_watcher_async._get_current_object())  # type: ignore[attr-defined]
         return {"streams": [s["name"] async for s in current_watcher_async.paginate("streams")]}
 
+    @app.get("/async/checked")
+    async def async_checked() -> Any:
+        answer = await current_watcher_async.get("streams/no-such-stream")
+        answer.raise_for_status()
+        return answer.json()
+
     @app.get("/async/whoami")
     async def async_whoami() -> dict[str, Any]:
         clients.append(current_watcher_async._get_current_object())  # type: ignore[attr-defined]

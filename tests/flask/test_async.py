@@ -84,6 +84,16 @@ def test_watcher_down_answers_503_with_retry_after(
     assert answer.json is not None and answer.json["error"] == "watcher_unavailable"
 
 
+def test_raise_for_status_in_an_async_view_follows_the_policy(
+    client: FlaskClient, sign_in: SignIn, connect: Connect
+) -> None:
+    sign_in(client, "1")
+    connect(client)
+    answer = client.get("/async/checked", headers=JSON)
+    assert answer.status_code == 404
+    assert answer.json is not None and answer.json["error"] == "watcher_not_found"
+
+
 def test_two_users_never_see_each_others_streams(
     app: Flask, emulator: WatcherEmulator, sign_in: SignIn, connect: Connect
 ) -> None:
