@@ -118,9 +118,9 @@ def timed_while_busy(
     """Start ``slow()`` in a thread, then time ``tries`` calls of ``quick()`` while it runs.
 
     Returns ``(slow answer, its seconds, quick answers, their seconds)``. Several quick
-    calls, because this machine's other processes can delay any single one: a blocked
-    event loop delays them all until the slow request ends. Every quick call must end
-    while ``slow`` still runs.
+    calls, because this machine's other processes can delay any single one by some tens of
+    milliseconds; an event loop blocked while the slow request waits holds the first one up
+    for most of that wait. Every quick call must end while ``slow`` still runs.
     """
     result: dict[str, Any] = {}
 
