@@ -65,6 +65,7 @@ def test_every_block_has_a_known_language(readme: list[Any]) -> None:
 
 def test_the_configuration_tables_list_every_setting_with_its_default() -> None:
     from django_watcher_auth.conf import DEFAULTS
+    from fastapi_watcher_auth import DEFAULTS as FASTAPI_DEFAULTS
     from flask_watcher_auth import CONFIG_DEFAULTS
 
     core = {
@@ -75,6 +76,7 @@ def test_the_configuration_tables_list_every_setting_with_its_default() -> None:
         ("`TokenManager` (the core)", core),
         ("Django: `WATCHER_AUTH`", dict(DEFAULTS)),
         ("Flask: `WATCHER_*`", dict(CONFIG_DEFAULTS)),
+        ("FastAPI: `WATCHER_*`", dict(FASTAPI_DEFAULTS)),
     ):
         documented = _settings_table(title)
         assert set(documented) == set(defaults), title
