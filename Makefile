@@ -1,4 +1,5 @@
-# `make demo` runs the Django example portal on SQLite against the Watcher emulator;
+# `make demo` runs the Django example portal on SQLite against the Watcher emulator (`make
+# demo-flask`, `make demo-fastapi`: the Flask portal, the async FastAPI service);
 # ARGS go to the launcher: `make demo ARGS="--port 9000"` (`--help` lists them).
 # `make test` runs lint, types, the whole test suite on this Python, and the Django suite on the
 # matrix's corners (what CI runs). `make matrix` runs every supported Python x Django pair.
@@ -10,7 +11,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test matrix demo demo-flask bench lint clean mutate
+.PHONY: test matrix demo demo-flask demo-fastapi bench lint clean mutate
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +40,9 @@ demo: $(STAMP)
 
 demo-flask: $(STAMP)
 	$(BIN)/python example_projects/run_demo.py flask $(ARGS)
+
+demo-fastapi: $(STAMP)
+	$(BIN)/python example_projects/run_demo.py fastapi $(ARGS)
 
 # The peers the benchmarks compare with (Authlib, requests-oauthlib) come with the bench extra.
 $(VENV)/.bench-installed: $(STAMP)

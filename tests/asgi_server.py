@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ def uvicorn_server(
     factory: bool = False,
     interface: str = "auto",
     ready_path: str = "/health",
-    start_timeout: float = 30.0,
+    start_timeout: float = 90.0,
 ) -> Iterator[str]:
     """Serve ``app`` (``module:attribute``) with uvicorn on 127.0.0.1:``port``; yields its URL.
 
@@ -117,9 +118,9 @@ def timed_while_busy(
     """Start ``slow()`` in a thread, then time ``tries`` calls of ``quick()`` while it runs.
 
     Returns ``(slow answer, its seconds, quick answers, their seconds)``. Several quick
-    calls, because this machine's other processes can delay any single one: a blocked
-    event loop delays them all until the slow request ends. Every quick call must end
-    while ``slow`` still runs.
+    calls, because this machine's other processes can delay any single one by some tens of
+    milliseconds; an event loop blocked while the slow request waits holds the first one up
+    for most of that wait. Every quick call must end while ``slow`` still runs.
     """
     result: dict[str, Any] = {}
 
@@ -141,3 +142,39 @@ def timed_while_busy(
     thread.join(timeout=30)
     assert still_running, f"the slow request ended before the quick ones: {result!r}, {seconds}"
     return result["slow"], result["slow_seconds"], answers, seconds
+
+
+def visit_in_rounds(
+    url: str,
+    request: Callable[[httpx.Client, int], httpx.Response],
+    *,
+    users: int,
+    rounds: int,
+    pause: float,
+    per_user: int = 3,
+    threads: int = 8,
+) -> list[httpx.Response]:
+    """``rounds`` times: wait ``pause`` seconds, then send ``per_user`` requests for each user
+    at once (``request(client, user)``), a user's requests side by side on several threads,
+    so they reach several worker processes together."""
+    local = threading.local()
+    clients: list[httpx.Client] = []
+
+    def send(user: int) -> httpx.Response:
+        client = getattr(local, "client", None)
+        if client is None:
+            client = local.client = httpx.Client(base_url=url, timeout=30)
+            clients.append(client)
+        return request(client, user)
+
+    answers: list[httpx.Response] = []
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            for _ in range(rounds):
+                time.sleep(pause)
+                order = [user for user in range(users) for _ in range(per_user)]
+                answers += pool.map(send, order)
+    finally:
+        for client in clients:
+            client.close()
+    return answers

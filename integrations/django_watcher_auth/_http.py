@@ -5,7 +5,6 @@ twins ``request.watcher_v2`` and ``request.watcher_system``), their async twins
 from __future__ import annotations
 
 import logging
-import sys
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
@@ -35,10 +34,8 @@ from django_watcher_auth.conf import (
 from watcher_auth import (
     ConfigurationError,
     NotConnected,
-    WatcherAPIError,
     WatcherAuthError,
     WatcherSession,
-    origin_of,
 )
 from watcher_auth.v2 import WatcherV2Session
 from watcher_auth.web import ErrorAnswer, FailureLog, LastAnswer, error_answer
@@ -58,6 +55,7 @@ __all__ = [
     "error_page",
     "failures",
     "safe_next",
+    "signed_in_user",
     "wants_json",
     "watcher_error_response",
     "watcher_key",
@@ -130,7 +128,7 @@ async def awatcher_key(request: HttpRequest, api: str = "v3") -> str:
     cached = getattr(request, attr, None)
     if cached is not None:
         return str(cached)
-    user = await _auser(request)
+    user = await signed_in_user(request)
     if user is None or not user.is_authenticated:
         raise NotConnected("", "nobody is signed in to the portal, so no Watcher account applies")
     key = user_key(user)
@@ -144,7 +142,7 @@ async def awatcher_key(request: HttpRequest, api: str = "v3") -> str:
     return key
 
 
-async def _auser(request: HttpRequest) -> Any:
+async def signed_in_user(request: HttpRequest) -> Any:
     """The signed-in user, read without touching the database on the event loop."""
     auser = getattr(request, "auser", None)
     if auser is not None:
@@ -246,7 +244,7 @@ async def acheck_watcher_access(request: HttpRequest, api: str = "v3") -> HttpRe
     """:func:`check_watcher_access` for async views: the same answers, never blocking."""
     if not hasattr(request, "awatcher"):
         attach_watcher(request)
-    user = await _auser(request)
+    user = await signed_in_user(request)
     if user is None or not user.is_authenticated:
         if wants_json(request):
             return JsonResponse({"error": "login_required"}, status=401)
@@ -321,7 +319,7 @@ def watcher_error_response(request: HttpRequest, exc: BaseException) -> HttpResp
     """
     last: LastAnswer | None = getattr(request, _LAST_ANSWER_ATTR, None)
     answer = error_answer(
-        _httpx_status_error(exc),
+        exc,
         watcher_origin=_watcher_origin(),
         last_status=last.status if last is not None else None,
         last_was_json=last.was_json if last is not None else True,
@@ -416,21 +414,6 @@ def _reconnect(request: HttpRequest, answer: ErrorAnswer, api: str = "v3") -> Ht
     if back:
         url = f"{url}{'&' if '?' in url else '?'}{urlencode({'next': back})}"
     return HttpResponseRedirect(url)
-
-
-def _httpx_status_error(exc: BaseException) -> BaseException:
-    """An async view's ``raise_for_status()`` on Watcher's answer, as a ``WatcherAPIError``."""
-    httpx = sys.modules.get("httpx")  # loaded if an async client was ever made
-    if httpx is None:
-        return exc
-    status_error: type[BaseException] = httpx.HTTPStatusError
-    if not isinstance(exc, status_error):
-        return exc
-    error: Any = exc
-    origin = _watcher_origin()
-    if origin is None or origin_of(str(error.request.url)) != origin_of(origin):
-        return exc  # another host's error: not ours to answer
-    return WatcherAPIError(int(error.response.status_code), "Watcher answered an error status")
 
 
 SessionT = TypeVar("SessionT", bound=requests.Session)

@@ -9,11 +9,11 @@ from django.contrib.auth.mixins import AccessMixin
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from django_watcher_auth._http import (
-    _auser,
     acheck_watcher_access,
     aclose_watchers,
     awatcher_error_response,
     check_watcher_access,
+    signed_in_user,
     watcher_error_response,
 )
 
@@ -44,7 +44,7 @@ class WatcherRequiredMixin(AccessMixin):
 
     async def _adispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
         try:
-            user = await _auser(request)
+            user = await signed_in_user(request)
             if user is None or not user.is_authenticated:
                 return await sync_to_async(self.handle_no_permission)()
             refused = await acheck_watcher_access(request, self.watcher_api)

@@ -22,9 +22,7 @@ from watcher_auth import (
     Listener,
     NotConnected,
     TokenStore,
-    WatcherAPIError,
     WatcherAuthError,
-    origin_of,
     web,
 )
 from watcher_auth.v2 import SYSTEM_API_KEY_ENV
@@ -282,17 +280,11 @@ class WatcherAuth:
 
 
 async def _answer_failure(request: Request, exc: Exception) -> JSONResponse:
-    """The policy's JSON answer (:func:`watcher_auth.web.error_answer`) to a failure."""
-    state = get_state(request.app)
-    failure: BaseException = exc
-    if isinstance(exc, httpx.HTTPStatusError):
-        # A view's raise_for_status() on Watcher's answer; other hosts' errors are not ours.
-        if origin_of(str(exc.request.url)) != origin_of(state.settings.url):
-            raise exc
-        failure = WatcherAPIError(exc.response.status_code, "Watcher answered an error status")
-    answer = error_answer(failure)
-    if answer is None:  # pragma: no cover - every WatcherAuthError has an answer
-        raise exc
+    """The policy's JSON answer (:func:`watcher_auth.web.error_answer`) to a failure: the
+    library's errors, and a view's ``raise_for_status()`` on Watcher's answer."""
+    answer = error_answer(exc, watcher_origin=get_state(request.app).settings.url)
+    if answer is None:
+        raise exc  # another host's error: not ours to answer
     return answer_response(request, exc, answer)
 
 

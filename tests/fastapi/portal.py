@@ -4,7 +4,6 @@ Portal users sign in with the header ``X-Portal-User: <id>`` (the app's own auth
 dependency, standing in for a session or a bearer token). Its endpoints:
 
 - ``/cameras``: the names of the user's streams (``Depends(watcher_auth.watcher)``).
-- ``/slow-cameras``: the same, for the tests that slow Watcher down.
 - ``/v2/cameras``: the user's API v2 cameras; ``/system/cameras`` with the system key.
 - ``/raise-for-status``: a view that calls ``raise_for_status()`` on Watcher's answer.
 - ``/health``: answers at once, without Watcher or the store.
@@ -46,10 +45,6 @@ def build_portal(settings: dict[str, Any], **options: Any) -> tuple[FastAPI, Wat
 
     @app.get("/cameras")
     async def cameras(watcher: Watcher) -> list[str]:
-        return [stream["name"] async for stream in watcher.paginate("streams")]
-
-    @app.get("/slow-cameras")
-    async def slow_cameras(watcher: Watcher) -> list[str]:
         return [stream["name"] async for stream in watcher.paginate("streams")]
 
     @app.get("/v2/cameras")

