@@ -1,5 +1,6 @@
 """The refresh locks of AsyncTokenManager: each one is needed, none outlives a cancelled task,
-and their bounds (``max_waiters``, ``lock_timeout``) hold.
+and their bounds (``max_waiters``, ``lock_timeout``) hold, for tasks and for the sync
+manager's threads.
 
 Refresh latency at the emulator keeps a refresh in flight while the test acts on it.
 """
@@ -7,15 +8,16 @@ Refresh latency at the emulator keeps a refresh in flight while the test acts on
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from watcher_auth import AsyncTokenManager, StoreLockTimeout
+from watcher_auth import AsyncTokenManager, StoreLockTimeout, TokenManager
 from watcher_auth.stores import AsyncMemoryStore, AsyncStoreAdapter, MemoryStore
 from watcher_auth.testing import FakeClock, WatcherEmulator
 from watcher_auth.testing.pytest_plugin import EmulatorFactory
@@ -238,3 +240,59 @@ def test_a_waiter_gives_up_after_lock_timeout(
     waited, status = asyncio.run(scenario())
     assert 0.9 <= waited < 3.0
     assert status == 200 and emulator.stats.refreshes == 1
+
+
+# The same bounds for the sync manager's threads.
+
+
+def stale_sync_manager(
+    emulator: WatcherEmulator, fake_clock: FakeClock, **options: Any
+) -> TokenManager:
+    manager = TokenManager(emulator.url, clock=fake_clock, **options)
+    manager.login(KEY, username="alice", password="secret")
+    fake_clock.advance(LIFETIME)
+    emulator.configure(refresh_latency=3.0)
+    return manager
+
+
+def in_thread(call: Callable[[], int]) -> tuple[threading.Thread, list[int]]:
+    answers: list[int] = []
+    thread = threading.Thread(target=lambda: answers.append(call()))
+    thread.start()
+    return thread, answers
+
+
+def test_one_thread_past_max_waiters_gets_store_lock_timeout_at_once(
+    emulator: WatcherEmulator, fake_clock: FakeClock
+) -> None:
+    manager = stale_sync_manager(emulator, fake_clock, max_waiters=2)
+    session = manager.session(KEY)
+    running = [in_thread(lambda: session.get("profile").status_code)]
+    time.sleep(0.5)  # the first thread's refresh is at the emulator
+    running += [in_thread(lambda: session.get("profile").status_code) for _ in range(2)]
+    time.sleep(0.3)
+    started = time.monotonic()
+    with pytest.raises(StoreLockTimeout) as caught:
+        session.get("profile")
+    refused_after = time.monotonic() - started
+    for thread, _ in running:
+        thread.join(10)
+    assert [answers for _, answers in running] == [[200]] * 3
+    assert refused_after < 0.5 and "too many callers waiting" in str(caught.value)
+    assert emulator.stats.refreshes == 1
+
+
+def test_a_waiting_thread_gives_up_after_lock_timeout(
+    emulator: WatcherEmulator, fake_clock: FakeClock
+) -> None:
+    manager = stale_sync_manager(emulator, fake_clock, lock_timeout=1.0)
+    session = manager.session(KEY)
+    holder, answers = in_thread(lambda: session.get("profile").status_code)
+    time.sleep(0.5)
+    started = time.monotonic()
+    with pytest.raises(StoreLockTimeout):
+        session.get("profile")
+    waited = time.monotonic() - started
+    holder.join(10)
+    assert 0.9 <= waited < 2.5
+    assert answers == [200] and emulator.stats.refreshes == 1
