@@ -63,7 +63,8 @@ class AsyncTokenManager(ManagerBase):
     ``async with AsyncTokenManager(url, store=...) as manager:`` closes its connection pools
     at the end (or call :meth:`aclose`). Takes the arguments of
     :class:`~watcher_auth.TokenManager`; ``credentials`` may also be a coroutine function,
-    and ``limits`` sets the ``httpx.Limits`` of each event loop's connection pool.
+    ``limits`` sets the ``httpx.Limits`` of each event loop's connection pool, and
+    ``max_waiters`` defaults to 1000 (a waiting task costs far less than a waiting thread).
     """
 
     def __init__(
@@ -82,7 +83,7 @@ class AsyncTokenManager(ManagerBase):
         max_lifetime: float | None = None,
         deadline: float | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        max_waiters: int | None = 100,
+        max_waiters: int | None = 1000,
     ) -> None:
         self.store: AsyncTokenStore = _as_async_store(store)
         super().__init__(

@@ -63,7 +63,14 @@ def _sqlalchemy_store(url: str, table_name: str) -> Iterator[MakeStore]:
     from watcher_auth.stores.sqlalchemy import AsyncSQLAlchemyStore
 
     def make() -> AsyncSQLAlchemyStore:
-        return AsyncSQLAlchemyStore(url, table_name=table_name, encryption_keys=KEYS)
+        # Small pools: storms start one store per process, and the PostgreSQL server is
+        # shared (100 connections in all); tasks queue for a connection instead.
+        return AsyncSQLAlchemyStore(
+            url,
+            table_name=table_name,
+            encryption_keys=KEYS,
+            engine_options={"pool_size": 4, "max_overflow": 2},
+        )
 
     async def create() -> None:
         store = make()

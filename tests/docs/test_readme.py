@@ -34,6 +34,7 @@ RUNNERS = {
     "core": "test_the_core_quick_start_lists_the_streams",
     "core-errors": "test_the_connect_form_example_tells_a_wrong_password_apart",
     "core-service-account": "test_a_service_account_logs_in_by_itself",
+    "core-async": "test_the_async_quick_start_lists_the_streams",
     "django-settings": "test_the_django_quick_start_connects_and_lists_the_cameras",
     "django-urls": "test_the_django_quick_start_connects_and_lists_the_cameras",
     "django-views": "test_the_django_quick_start_connects_and_lists_the_cameras",
@@ -118,6 +119,18 @@ def test_the_core_quick_start_lists_the_streams(
     ]
     assert watcher_emulator.stats.password_logins == 1
     assert not namespace["manager"].is_connected("portal-user-42")
+
+
+def test_the_async_quick_start_lists_the_streams(
+    readme_block: Block, watcher_emulator: WatcherEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exec(readme_block("core-async", watcher_emulator.url), {})
+    assert capsys.readouterr().out.splitlines() == [
+        "alice ['alice-cam-0', 'alice-cam-1', 'alice-cam-2']",
+        "someone-else has to connect first",
+    ]
+    stats = watcher_emulator.stats
+    assert (stats.password_logins, stats.calls_by_user) == (1, {"alice": 2})
 
 
 def test_the_connect_form_example_tells_a_wrong_password_apart(

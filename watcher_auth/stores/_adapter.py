@@ -19,8 +19,8 @@ __all__ = ["AsyncStoreAdapter"]
 T = TypeVar("T")
 
 # The locks the current task holds through adapters: (adapter id, key) -> the lock. A lock
-# released from another context (asyncio.shield runs the release in a task of its own, on a
-# copy of the context) stays listed here, so each entry also says whether it is still held.
+# released by a task of its own (a shielded release runs in a copy of this context) leaves
+# its entry here, no longer ``holding``.
 _HELD: ContextVar[dict[tuple[int, StoreKey], _ThreadHeldLock] | None] = ContextVar(
     "watcher_auth_held_locks", default=None
 )
@@ -92,7 +92,7 @@ class AsyncStoreAdapter(AsyncTokenStore):
 
     async def _call(self, key: StoreKey, call: Callable[[], T]) -> T:
         held = (_HELD.get() or {}).get((id(self), key))
-        thread = held._thread if held is not None and held.active else None
+        thread = held.thread if held is not None and held.holding else None
         if thread is None:
             return await self._run(call)
         return await asyncio.wrap_future(thread.submit(call))
@@ -111,8 +111,12 @@ class _ThreadHeldLock:
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None
         self._held: AbstractContextManager[object] | None = None
         self._previous: dict[tuple[int, StoreKey], _ThreadHeldLock] | None = None
-        #: Entered and not yet being left.
-        self.active = False
+        #: Whether the lock is held (the holder's calls of its key run on its thread).
+        self.holding = False
+
+    @property
+    def thread(self) -> concurrent.futures.ThreadPoolExecutor | None:
+        return self._thread
 
     async def __aenter__(self) -> None:
         thread = self._thread = concurrent.futures.ThreadPoolExecutor(
@@ -129,8 +133,8 @@ class _ThreadHeldLock:
             self._end_thread()
             raise
         self._previous = _HELD.get()
+        self.holding = True
         _HELD.set({**(self._previous or {}), (id(self._adapter), self._key): self})
-        self.active = True
 
     async def __aexit__(
         self,
@@ -138,7 +142,7 @@ class _ThreadHeldLock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        self.active = False
+        self.holding = False
         _HELD.set(self._previous)
         assert self._thread is not None
         leaving = self._thread.submit(self._leave, exc_type, exc, tb)

@@ -562,7 +562,9 @@ class AsyncSQLAlchemyStore(AsyncTokenStore):
                     raise self._rows.process_lock_timeout(key, timeout)
                 yield
             return
-        held_before = _ASYNC_HELD.get() or {}
+        # A lock released by a task of its own (a shielded release runs in a copy of this
+        # context) leaves its entry here: its connection is closed by then.
+        held_before = {k: c for k, c in (_ASYNC_HELD.get() or {}).items() if not c.closed}
         if (id(self), key) in held_before:
             raise StoreError(f"the lock for user key {key.user!r} is already held by this task")
         with self._errors("connect to the database"):
@@ -654,7 +656,7 @@ class AsyncSQLAlchemyStore(AsyncTokenStore):
         self, key: StoreKey | None, action: str
     ) -> AsyncIterator[AsyncConnection]:
         held = (_ASYNC_HELD.get() or {}).get((id(self), key)) if key is not None else None
-        if held is not None:
+        if held is not None and not held.closed:
             with self._errors(action):
                 yield held
             return
