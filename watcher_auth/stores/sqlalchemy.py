@@ -351,8 +351,7 @@ class SQLAlchemyStore(TokenStore):
             self._listen_connection, self._rows.channel, on_change, repr(self)
         )
         self._watches.add(listener)
-        listener.start(WATCH_CONNECT_WAIT)
-        return listener
+        return listener.start(WATCH_CONNECT_WAIT)
 
     def iter_keys(self, *, server: str | None = None, api: str | None = None) -> Iterator[StoreKey]:
         with self._connection(None, "list records") as conn:
