@@ -225,8 +225,7 @@ class DjangoModelStore(TokenStore):
             self._listen_connection, self._channel() or "", on_change, repr(self)
         )
         self._watches.append(listener)
-        listener.start(WATCH_CONNECT_WAIT)
-        return listener
+        return listener.start(WATCH_CONNECT_WAIT)
 
     def close(self) -> None:
         for listener in self._watches:

@@ -5,6 +5,7 @@ anything may have changed (``None``)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import queue
 import time
@@ -315,4 +316,19 @@ def test_a_postgres_change_message_carries_the_key_and_never_a_token(
         notices = list(listener.notifies(timeout=2, stop_after=1))
     assert len(notices) == 1
     _assert_only_the_key(notices[0].payload)
+    store.close()
+
+
+@pytest.mark.redis
+def test_a_watch_nobody_holds_any_more_stops_listening(redis_url: str, redis_prefix: str) -> None:
+    store = RedisStore(url=redis_url, prefix=redis_prefix, encryption_keys=KEYS)
+
+    def subscribers() -> int:
+        return int(dict(store.client.pubsub_numsub(store.channel))[store.channel])
+
+    watch: StoreWatch | None = store.watch(lambda key: None)
+    assert watch is not None and watch.healthy and subscribers() == 1
+    del watch
+    gc.collect()
+    assert _wait_for(lambda: subscribers() == 0, 3)
     store.close()

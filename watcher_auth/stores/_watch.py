@@ -28,6 +28,7 @@ from watcher_auth.stores.base import ChangeListener
 __all__ = [
     "AsyncChannelListener",
     "ChannelListener",
+    "WatchHandle",
     "after_fork_in_child",
     "keep_from_finalizing",
     "parse_key",
@@ -84,6 +85,39 @@ def parse_key(payload: str | bytes) -> StoreKey | None:
 
 def _reconnect_backoff() -> Backoff:
     return Backoff(math.inf, first=FIRST_RETRY, cap=LONGEST_RETRY)
+
+
+class WatchHandle:
+    """What a store's ``watch()`` returns: the listener's health, and its end.
+
+    The listener stops when the handle is closed or when nobody holds the handle any more,
+    so a watch its owner forgot to close does not keep a connection open for ever.
+    """
+
+    __slots__ = ("__weakref__", "_finalizer", "_listener")
+
+    def __init__(self, listener: _ListenerState, stop: Callable[[], None]) -> None:
+        self._listener = listener
+        self._finalizer = weakref.finalize(self, stop)
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the channel is connected now."""
+        return self._listener.healthy
+
+    def close(self) -> None:
+        """Stop listening."""
+        self._finalizer()
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: the listener is the parent's; leave it alone."""
+        self._finalizer.detach()
+        forget = getattr(self._listener, "forget_after_fork", None)
+        if forget is not None:
+            forget()
+
+    def __repr__(self) -> str:
+        return repr(self._listener)
 
 
 class _ListenerState:
@@ -145,12 +179,12 @@ class ChannelListener(_ListenerState, ABC):
             target=self._run, name=f"watcher-auth-watch {description}", daemon=True
         )
 
-    def start(self, wait: float) -> ChannelListener:
+    def start(self, wait: float) -> WatchHandle:
         """Start listening; waits up to ``wait`` seconds for the channel to be up."""
         self._thread.start()
         if self._returning(self._up.wait(wait)):
             self._deliver(None)
-        return self
+        return WatchHandle(self, self.close)
 
     def close(self) -> None:
         """Stop listening and close the connection."""
@@ -216,9 +250,10 @@ class AsyncChannelListener(_ListenerState, ABC):
         self._up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self, wait: float) -> AsyncChannelListener:
+    async def start(self, wait: float) -> WatchHandle:
         """Start listening; waits up to ``wait`` seconds for the channel to be up."""
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run())
         try:
             await asyncio.wait_for(self._up.wait(), wait)
             up = True
@@ -226,7 +261,14 @@ class AsyncChannelListener(_ListenerState, ABC):
             up = False
         if self._returning(up):
             self._deliver(None)
-        return self
+        return WatchHandle(self, lambda: self._close_from_any_thread(loop))
+
+    def _close_from_any_thread(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A handle may be collected on any thread; the task is cancelled on its own loop.
+        self._closed = True
+        self._healthy = False
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the task is gone
+            loop.call_soon_threadsafe(self.close)
 
     def close(self) -> None:
         """Stop listening; the task closes its connection as it ends."""

@@ -351,8 +351,7 @@ class SQLAlchemyStore(TokenStore):
             self._listen_connection, self._rows.channel, on_change, repr(self)
         )
         self._watches.add(listener)
-        listener.start(WATCH_CONNECT_WAIT)
-        return listener
+        return listener.start(WATCH_CONNECT_WAIT)
 
     def iter_keys(self, *, server: str | None = None, api: str | None = None) -> Iterator[StoreKey]:
         with self._connection(None, "list records") as conn:
@@ -432,8 +431,13 @@ class SQLAlchemyStore(TokenStore):
             conn.execute(notify)
 
     def _listen_connection(self) -> Any:
-        # A connection of the engine's own settings (connect_args, events), taken out of
-        # its pool for good: LISTEN needs it for the watch's whole life.
+        # A new connection with the engine's own settings (URL, connect_args). Never one
+        # from the pool: after the listener's connection was killed, a pooled one may be
+        # about to die with it, and a channel that seems back for an instant makes every
+        # watcher forget its copies.
+        creator = getattr(self.engine.pool, "_creator", None)
+        if callable(creator):
+            return creator()
         proxied = self.engine.raw_connection()
         driver_connection = proxied.driver_connection
         proxied.detach()
