@@ -36,10 +36,15 @@ def calls_by_account(emulator: WatcherEmulator) -> Counter[str]:
     return Counter(record.username for record in emulator.call_log)
 
 
-def act_and_count(fleet: Fleet, emulator: WatcherEmulator, action: str) -> tuple[Any, Any]:
-    """Run ``action`` in worker 0; from one second later, what each worker served and what
-    the emulator answered, by account."""
-    fleet.run(action)
+def act_and_count(
+    fleet: Fleet, emulator: WatcherEmulator, action: str | Callable[[], object]
+) -> tuple[Any, Any]:
+    """Run ``action`` in worker 0 (or call it here); from one second later, what each worker
+    served and what the emulator answered, by account."""
+    if isinstance(action, str):
+        fleet.run(action)
+    else:
+        action()
     mark = time.monotonic() + BOUND
     time.sleep(BOUND + IN_FLIGHT)
     emulator.reset_stats()
