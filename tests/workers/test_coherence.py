@@ -152,3 +152,34 @@ class cut_channel:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
+
+
+@pytest.mark.redis
+@pytest.mark.multiprocess
+def test_flask_forget_user_in_one_worker_stops_every_worker_within_a_second(
+    emulator: WatcherEmulator, own_redis: RedisServer
+) -> None:
+    from flask_watcher_auth import WatcherAuth, get_state
+    from tests.flask.conftest import build_portal
+    from watcher_auth.testing import FakeClock
+    from watcher_auth.web import portal_key
+
+    extension = WatcherAuth()
+    app = build_portal(
+        emulator.url,
+        FakeClock(),
+        extension=extension,
+        WATCHER_STORE="redis",
+        WATCHER_REDIS_URL=own_redis.url,
+        WATCHER_STORE_OPTIONS={"prefix": f"coherence:{uuid.uuid4().hex}:"},
+    )
+    key = portal_key("1")
+    get_state(app).manager.login(key, username="w03", password=ACCOUNTS["w03"])
+    # The portal deletes user "1" and, as documented, tells the extension.
+    actions = {"forget": lambda _manager: extension.forget_user("1", app=app)}
+    with Fleet(
+        lambda: get_state(app).manager, key, actions=actions, before_fork=get_state(app).store.close
+    ) as fleet:
+        served, answered = act_and_count(fleet, emulator, "forget")
+    check("disconnect", served, answered)
+    get_state(app).store.close()
