@@ -117,12 +117,12 @@ def test_with_the_change_channel_cut_the_bound_still_holds(
     shared_store: tuple[str, Callable[[], Any], Any], emulator: WatcherEmulator, action: str
 ) -> None:
     kind, make_store, where = shared_store
-    with connected_fleet(emulator, make_store) as fleet, cut_channel(kind, where):
+    with connected_fleet(emulator, make_store) as fleet, ChannelCut(kind, where):
         served, answered = act_and_count(fleet, emulator, action)
     check(action, served, answered)
 
 
-class cut_channel:
+class ChannelCut:
     """Keep the store's change channel down: Redis refuses SUBSCRIBE and its subscribers are
     killed; PostgreSQL's LISTEN connections are terminated every 50 ms."""
 
@@ -132,7 +132,7 @@ class cut_channel:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> cut_channel:
+    def __enter__(self) -> ChannelCut:
         if self.kind == "redis":
             client = redis.Redis.from_url(self.where.url)
             client.execute_command("ACL", "SETUSER", "default", "-subscribe", "-psubscribe")

@@ -25,7 +25,7 @@ from watcher_auth.testing.services import require_postgres, require_redis
 
 from ._fleet import Fleet
 from .conftest import ACCOUNTS
-from .test_coherence import act_and_count, check, cut_channel
+from .test_coherence import ChannelCut, act_and_count, check
 
 ROOT = Path(__file__).resolve().parents[2]
 PORTAL_USER = "portal-person"
@@ -127,6 +127,6 @@ def test_the_model_store_keeps_the_bound_with_its_listen_connection_cut(
     )
     database = connections["postgres"].settings_dict["NAME"]
     url = f"postgresql://{settings.DATABASES['postgres']['USER']}@127.0.0.1:5432/{database}"
-    with fleet, cut_channel("postgres", url):
+    with fleet, ChannelCut("postgres", url):
         served, answered = act_and_count(fleet, emulator, "delete")
     check("disconnect", served, answered)
