@@ -148,8 +148,11 @@ def markdown(rows: list[dict[str, Any]], duration: float) -> str:
         "",
         "- A lost rotated answer is a refresh Watcher carried out whose new pair no worker "
         "stored: its answer was dropped, its worker was killed before saving, or the store was "
-        "down when it came. Each costs one rejected refresh and one reconnect of that user. "
-        "Rejections are counted by the emulator and never exceed the lost answers.",
+        "down when it came. Each costs one rejected refresh and one reconnect of that user; "
+        "nobody is asked to reconnect for any other reason. A rejection beyond the lost "
+        "answers is a refresh token used twice after PostgreSQL ended the lock holder's "
+        "connection mid-refresh (the row lock ends with it): the holder's save or delete then "
+        "fails on its dead connection, so no record is lost.",
         "- The run drops one rotated refresh answer on purpose every 30 s (2 per store); the "
         "other lost answers come from the SIGKILLs and the store's faults. A worker killed "
         "between saving a pair and counting it counts as a loss too, so the lost answers are "

@@ -51,10 +51,13 @@ def check(result: ChaosResult, emulator: WatcherEmulator, store: Any) -> None:
     for key, (username, _) in USERS.items():
         assert manager.session(key).get("profile").json()["name"] == username
     manager.close()
-    # Every rejected refresh spent a refresh token whose rotated answer was never stored.
+    # Nobody was asked to connect again but for a rotated answer that never reached the store.
+    # (Watcher may reject one refresh more when PostgreSQL ended a lock holder's connection
+    # mid-refresh: the row lock ends with it and another worker uses the same refresh token;
+    # the holder's save or delete then fails on its dead connection, so nothing is lost.)
     lost_rotations = stats.refreshes - result.saved_refreshes
-    assert stats.rejected_refreshes <= lost_rotations
     asked_again = sum(n for name, n in result.errors.items() if name.startswith("Reauth"))
+    assert asked_again <= lost_rotations
     assert asked_again <= stats.rejected_refreshes
     # NotConnected only while a key asked to connect again had no record (run_chaos checks).
     assert set(result.errors) - RETRYABLE <= {
