@@ -68,7 +68,7 @@ class ServerClock:
 
     __slots__ = ("_last_date", "_moved", "offset")
 
-    def __init__(self, moved: Callable[[], None] | None = None) -> None:
+    def __init__(self, moved: Callable[[float | None, float], None] | None = None) -> None:
         self.offset: float | None = None
         self._last_date: str | None = None
         self._moved = moved
@@ -89,9 +89,9 @@ class ServerClock:
         if abs(offset) <= 1.0:
             offset = 0.0
         if self.offset is None or abs(offset - self.offset) >= 1.0:
-            self.offset = offset
+            before, self.offset = self.offset, offset
             if self._moved is not None:
-                self._moved()
+                self._moved(before, offset)
 
     def local_expiry(self, pair: TokenPair) -> float | None:
         """``pair``'s expiry on this process's clock."""
@@ -149,6 +149,13 @@ class LocalCache:
                 self._echoes.clear()
             else:
                 self._data.pop(key, None)
+
+    def forget_where(self, judged_wrong: Callable[[TokenPair], bool]) -> None:
+        """Drop every copy whose pair ``judged_wrong`` says is kept for the wrong time."""
+        with self._lock:
+            self.epoch += 1
+            for key in [k for k, (pair, _, _) in self._data.items() if judged_wrong(pair)]:
+                del self._data[key]
 
     def wrote(self, key: StoreKey) -> None:
         """This process is about to change ``key``'s record: the channel's notice of that
@@ -235,8 +242,13 @@ class Lifecycle:
             fixed = float(refresh_margin)
             self.margin = lambda _lifetime: fixed
 
-    def _clock_moved(self) -> None:
-        if self.cache is not None:
+    def _clock_moved(self, before: float | None, now: float) -> None:
+        if self.cache is None:
+            return
+        if before is None:
+            # Until now each copy was judged on the offset its pair was obtained with.
+            self.cache.forget_where(lambda pair: abs(pair.clock_offset - now) >= 1.0)
+        else:
             self.cache.forget(None)
 
     # --- decisions --------------------------------------------------------------------
