@@ -51,6 +51,7 @@ $(VENV)/.bench-installed: $(STAMP)
 
 bench: $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/chaos.py
 
 mutate: $(STAMP)
 	$(BIN)/python scripts/mutate.py $(ARGS)

@@ -70,7 +70,7 @@ class ServerClock:
 
     __slots__ = ("_last_date", "_moved", "offset")
 
-    def __init__(self, moved: Callable[[], None] | None = None) -> None:
+    def __init__(self, moved: Callable[[float | None, float], None] | None = None) -> None:
         self.offset: float | None = None
         self._last_date: str | None = None
         self._moved = moved
@@ -90,13 +90,10 @@ class ServerClock:
         """Take a measured offset; changes within the one-second resolution are noise."""
         if abs(offset) <= 1.0:
             offset = 0.0
-        previous = self.offset
-        if previous is None or abs(offset - previous) >= 1.0:
-            self.offset = offset
-            # Copies judged on another estimate are dropped; a first estimate of "no
-            # difference" changes no judgement made so far (pairs carry their own offset).
-            if self._moved is not None and (previous is not None or offset != 0.0):
-                self._moved()
+        if self.offset is None or abs(offset - self.offset) >= 1.0:
+            before, self.offset = self.offset, offset
+            if self._moved is not None:
+                self._moved(before, offset)
 
     def local_expiry(self, pair: TokenPair) -> float | None:
         """``pair``'s expiry on this process's clock."""
@@ -154,6 +151,13 @@ class LocalCache:
                 self._echoes.clear()
             else:
                 self._data.pop(key, None)
+
+    def forget_where(self, judged_wrong: Callable[[TokenPair], bool]) -> None:
+        """Drop every copy whose pair ``judged_wrong`` says is kept for the wrong time."""
+        with self._lock:
+            self.epoch += 1
+            for key in [k for k, (pair, _, _) in self._data.items() if judged_wrong(pair)]:
+                del self._data[key]
 
     def wrote(self, key: StoreKey) -> None:
         """This process is about to change ``key``'s record: the channel's notice of that
@@ -241,8 +245,13 @@ class Lifecycle:
             fixed = float(refresh_margin)
             self.margin = lambda _lifetime: fixed
 
-    def _clock_moved(self) -> None:
-        if self.cache is not None:
+    def _clock_moved(self, before: float | None, now: float) -> None:
+        if self.cache is None:
+            return
+        if before is None:
+            # Until now each copy was judged on the offset its pair was obtained with.
+            self.cache.forget_where(lambda pair: abs(pair.clock_offset - now) >= 1.0)
+        else:
             self.cache.forget(None)
 
     # --- decisions --------------------------------------------------------------------

@@ -86,8 +86,8 @@ def postgres_table(postgres_url: str) -> Iterator[str]:
 
 
 def terminate_backends(postgres_url: str, *, listening: bool = False) -> int:
-    """``pg_terminate_backend`` every other connection to our database (only the LISTEN
-    ones with ``listening``); returns how many ended."""
+    """``pg_terminate_backend`` every other connection to ``postgres_url``'s database (only
+    the LISTEN ones with ``listening``); returns how many ended."""
     import psycopg
 
     plain = postgres_url.replace("postgresql+psycopg://", "postgresql://", 1)

@@ -13,39 +13,20 @@ import pytest
 
 from watcher_auth import TokenManager
 from watcher_auth.testing import WatcherEmulator
-from watcher_auth.testing.storm import RETRYABLE, ChaosResult, Fault, RedisServer, run_chaos
+from watcher_auth.testing.storm import (
+    RETRYABLE,
+    ChaosResult,
+    Fault,
+    RedisServer,
+    run_chaos,
+    watcher_faults,
+)
 
 from .conftest import ACCOUNTS, KEYS, terminate_backends
 
 DURATION = 25.0
 LIFETIME = 3.0  # seconds an access token lives: a refresh per user every ~2.7 s
 USERS = {f"key-{name}": (name, password) for name, password in ACCOUNTS.items()}
-
-
-def watcher_faults(emulator: WatcherEmulator) -> list[Fault]:
-    def slow_for_a_while() -> None:
-        emulator.configure(latency=0.4)
-        import time
-
-        time.sleep(2.0)
-        emulator.configure(latency=0.0)
-
-    return [
-        Fault(4.0, "Watcher 5xx burst", lambda: burst(emulator), settle=4.0),
-        Fault(7.0, "slow answers", slow_for_a_while, settle=4.0),
-        Fault(
-            14.0,
-            "refresh answer lost",
-            lambda: emulator.fail_next("refresh", 1, "process_then_drop"),
-        ),
-        Fault(17.0, "refresh answer dripped", lambda: emulator.fail_next("refresh", 2, "hang")),
-    ]
-
-
-def burst(emulator: WatcherEmulator) -> None:
-    emulator.fail_next("refresh", 3, "503")
-    emulator.fail_next("login", 2, "502_html")
-    emulator.fail_next("call", 20, "500")
 
 
 def manager_factory(url: str, make_store: Callable[[], Any]) -> Callable[[], TokenManager]:
@@ -70,10 +51,13 @@ def check(result: ChaosResult, emulator: WatcherEmulator, store: Any) -> None:
     for key, (username, _) in USERS.items():
         assert manager.session(key).get("profile").json()["name"] == username
     manager.close()
-    # Every rejected refresh spent a refresh token whose rotated answer was never stored.
+    # Nobody was asked to connect again but for a rotated answer that never reached the store.
+    # (Watcher may reject one refresh more when PostgreSQL ended a lock holder's connection
+    # mid-refresh: the row lock ends with it and another worker uses the same refresh token;
+    # the holder's save or delete then fails on its dead connection, so nothing is lost.)
     lost_rotations = stats.refreshes - result.saved_refreshes
-    assert stats.rejected_refreshes <= lost_rotations
     asked_again = sum(n for name, n in result.errors.items() if name.startswith("Reauth"))
+    assert asked_again <= lost_rotations
     assert asked_again <= stats.rejected_refreshes
     # NotConnected only while a key asked to connect again had no record (run_chaos checks).
     assert set(result.errors) - RETRYABLE <= {

@@ -36,10 +36,15 @@ def calls_by_account(emulator: WatcherEmulator) -> Counter[str]:
     return Counter(record.username for record in emulator.call_log)
 
 
-def act_and_count(fleet: Fleet, emulator: WatcherEmulator, action: str) -> tuple[Any, Any]:
-    """Run ``action`` in worker 0; from one second later, what each worker served and what
-    the emulator answered, by account."""
-    fleet.run(action)
+def act_and_count(
+    fleet: Fleet, emulator: WatcherEmulator, action: str | Callable[[], object]
+) -> tuple[Any, Any]:
+    """Run ``action`` in worker 0 (or call it here); from one second later, what each worker
+    served and what the emulator answered, by account."""
+    if isinstance(action, str):
+        fleet.run(action)
+    else:
+        action()
     mark = time.monotonic() + BOUND
     time.sleep(BOUND + IN_FLIGHT)
     emulator.reset_stats()
@@ -112,12 +117,12 @@ def test_with_the_change_channel_cut_the_bound_still_holds(
     shared_store: tuple[str, Callable[[], Any], Any], emulator: WatcherEmulator, action: str
 ) -> None:
     kind, make_store, where = shared_store
-    with connected_fleet(emulator, make_store) as fleet, cut_channel(kind, where):
+    with connected_fleet(emulator, make_store) as fleet, ChannelCut(kind, where):
         served, answered = act_and_count(fleet, emulator, action)
     check(action, served, answered)
 
 
-class cut_channel:
+class ChannelCut:
     """Keep the store's change channel down: Redis refuses SUBSCRIBE and its subscribers are
     killed; PostgreSQL's LISTEN connections are terminated every 50 ms."""
 
@@ -127,7 +132,7 @@ class cut_channel:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> cut_channel:
+    def __enter__(self) -> ChannelCut:
         if self.kind == "redis":
             client = redis.Redis.from_url(self.where.url)
             client.execute_command("ACL", "SETUSER", "default", "-subscribe", "-psubscribe")
@@ -147,3 +152,34 @@ class cut_channel:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
+
+
+@pytest.mark.redis
+@pytest.mark.multiprocess
+def test_flask_forget_user_in_one_worker_stops_every_worker_within_a_second(
+    emulator: WatcherEmulator, own_redis: RedisServer
+) -> None:
+    from flask_watcher_auth import WatcherAuth, get_state
+    from tests.flask.conftest import build_portal
+    from watcher_auth.testing import FakeClock
+    from watcher_auth.web import portal_key
+
+    extension = WatcherAuth()
+    app = build_portal(
+        emulator.url,
+        FakeClock(),
+        extension=extension,
+        WATCHER_STORE="redis",
+        WATCHER_REDIS_URL=own_redis.url,
+        WATCHER_STORE_OPTIONS={"prefix": f"coherence:{uuid.uuid4().hex}:"},
+    )
+    key = portal_key("1")
+    get_state(app).manager.login(key, username="w03", password=ACCOUNTS["w03"])
+    # The portal deletes user "1" and, as documented, tells the extension.
+    actions = {"forget": lambda _manager: extension.forget_user("1", app=app)}
+    with Fleet(
+        lambda: get_state(app).manager, key, actions=actions, before_fork=get_state(app).store.close
+    ) as fleet:
+        served, answered = act_and_count(fleet, emulator, "forget")
+    check("disconnect", served, answered)
+    get_state(app).store.close()

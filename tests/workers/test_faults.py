@@ -244,3 +244,43 @@ def test_two_hosts_a_minute_apart_share_tokens_without_401s_or_extra_refreshes(
     expiries = (alone + together) / (lifetime * 0.9)
     assert expiries - 1 <= stats.refreshes <= expiries + 1
     assert stats.rejected_refreshes == 0
+
+
+@pytest.mark.redis
+def test_a_refresh_whose_pair_the_store_could_not_keep_is_not_announced_and_explains_the_rejection(
+    accounts_emulator: Callable[..., WatcherEmulator],
+    own_redis: RedisServer,
+    make_store: Callable[[], RedisStore],
+) -> None:
+    from watcher_auth import EventType, ReauthenticationRequired, WatcherEvent
+
+    emulator = accounts_emulator(access_lifetime=2.0, rotate_refresh_tokens=True, hang_seconds=1)
+    connect(emulator, make_store())
+    time.sleep(2.1)
+    manager = TokenManager(emulator.url, store=make_store(), lock_timeout=2.0)
+    events: list[WatcherEvent] = []
+    manager.add_listener(events.append)
+    emulator.fail_next("refresh", 1, "hang")
+    failures: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            manager.current_tokens(KEY)
+        except BaseException as exc:
+            failures.append(exc)
+
+    caller = threading.Thread(target=ask)
+    caller.start()
+    # Redis goes down while Watcher is answering the refresh (its lock is already taken).
+    wait_until(lambda: emulator.stats.injected_failures == 1)
+    own_redis.stop()
+    caller.join(30)
+    own_redis.start()
+    assert [type(exc) for exc in failures] == [StoreError]
+    assert emulator.stats.refreshes == 1  # Watcher rotated the refresh token
+    assert EventType.REFRESHED not in [event.type for event in events]
+    time.sleep(LEASE)  # the lock taken before Redis went down has run out
+    with pytest.raises(ReauthenticationRequired) as raised:
+        manager.current_tokens(KEY)
+    assert raised.value.reason == "refresh_answer_lost"
+    manager.close()

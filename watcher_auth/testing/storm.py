@@ -1,11 +1,17 @@
-"""Refresh storms: many processes and threads (or tasks) calling through one key across
-expiries.
+"""Refresh storms and chaos runs: many processes and threads (or tasks) calling through
+shared keys.
 
-The parent moves a :class:`~watcher_auth.testing.clock.SharedClock` past the access token's
-lifetime between phases, so every phase after the first finds the token expired in every
-worker at once; a correct manager and store make exactly one refresh per phase.
-:func:`run_storm` drives a :class:`~watcher_auth.TokenManager` from threads,
-:func:`run_async_storm` an :class:`~watcher_auth.AsyncTokenManager` from tasks.
+:func:`run_storm` and :func:`run_async_storm`: the parent moves a
+:class:`~watcher_auth.testing.clock.SharedClock` past the access token's lifetime between
+phases, so every phase after the first finds the token expired in every worker at once; a
+correct manager and store make exactly one refresh per phase. :func:`run_storm` drives a
+:class:`~watcher_auth.TokenManager` from threads, :func:`run_async_storm` an
+:class:`~watcher_auth.AsyncTokenManager` from tasks.
+
+:func:`run_chaos`: workers call on real time for many users while the parent kills them
+(SIGKILL, then forks a new one) and applies faults (:class:`Fault`: a :class:`RedisServer`
+restart, terminated database connections, :func:`watcher_faults`); the result says what
+the callers saw, and which errors fell outside every fault's window.
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from watcher_auth._events import EventType, WatcherEvent
-from watcher_auth._exceptions import ReauthenticationRequired
+from watcher_auth._exceptions import NotConnected, ReauthenticationRequired
 from watcher_auth._manager import TokenManager
+from watcher_auth.testing._emulator_server import WatcherEmulator
 from watcher_auth.testing.clock import SharedClock
 
 if TYPE_CHECKING:
@@ -45,6 +52,7 @@ __all__ = [
     "run_async_storm",
     "run_chaos",
     "run_storm",
+    "watcher_faults",
 ]
 
 _PHASE_TIMEOUT = 120.0
@@ -412,6 +420,37 @@ class Fault:
     settle: float = 6.0
 
 
+def watcher_faults(emulator: WatcherEmulator, offset: float = 0.0) -> list[Fault]:
+    """Watcher misbehaving for 20 s from ``offset``: a burst of 5xx answers (refreshes,
+    logins, calls), 2 s of answers 0.4 s slow, a refresh whose answer is lost after Watcher
+    rotated the token, and two refresh answers held back for ``hang_seconds``."""
+
+    def slow_for_a_while() -> None:
+        emulator.configure(latency=0.4)
+        time.sleep(2.0)
+        emulator.configure(latency=0.0)
+
+    def burst() -> None:
+        emulator.fail_next("refresh", 3, "503")
+        emulator.fail_next("login", 2, "502_html")
+        emulator.fail_next("call", 20, "500")
+
+    return [
+        Fault(offset + 4.0, "Watcher 5xx burst", burst, settle=4.0),
+        Fault(offset + 7.0, "slow answers", slow_for_a_while, settle=4.0),
+        Fault(
+            offset + 14.0,
+            "refresh answer lost",
+            lambda: emulator.fail_next("refresh", 1, "process_then_drop"),
+        ),
+        Fault(
+            offset + 17.0,
+            "refresh answers held back",
+            lambda: emulator.fail_next("refresh", 2, "hang"),
+        ),
+    ]
+
+
 #: The typed errors a caller may get while a dependency is down: all of them mean "try again".
 RETRYABLE = frozenset(
     {"StoreError", "StoreLockTimeout", "WatcherUnavailable", "WatcherConnectionError"}
@@ -584,11 +623,14 @@ def _merge(result: ChaosResult, records: list[list[str]], windows: list[Any]) ->
         if name.startswith("ReauthenticationRequired"):
             continue  # judged by the caller against the emulator's rejected refreshes
         if name == "NotConnected" and any(
-            0 <= at - then <= _RECONNECT_WINDOW for then in asked_again.get(key, ())
+            # The rejecting caller notes it just after the record went: others may see the
+            # record gone a moment before that note.
+            -1.0 <= at - then <= _RECONNECT_WINDOW
+            for then in asked_again.get(key, ())
         ):
             continue  # the key's record is gone until its person connects again
         if name not in RETRYABLE or not _within(at, windows):
-            result.stray_errors.append(f"{name} at {at:.2f}")
+            result.stray_errors.append(f"{name} for {key!r} at {at:.2f}")
 
 
 class _Journal:
@@ -622,6 +664,7 @@ def _chaos_worker(
         return
     current = threading.local()
     index = {key: n for n, key in enumerate(keys)}
+    reconnecting = {key: threading.Lock() for key in keys}
     _mark_refreshes(manager, current, index, in_flight, saved, lock)
 
     def caller(number: int) -> None:
@@ -631,12 +674,16 @@ def _chaos_worker(
             current.key = key
             try:
                 response = manager.session(key).get(path)
-            except ReauthenticationRequired as exc:
-                journal.note(
-                    "error", time.monotonic(), f"ReauthenticationRequired:{exc.reason}", key
-                )
+            except NotConnected as exc:
+                # The person is asked to connect (again) and does; a key may have no record
+                # only just after a rejection, which run_chaos checks.
+                name = type(exc).__name__
+                if isinstance(exc, ReauthenticationRequired):
+                    name = f"{name}:{exc.reason}"
+                journal.note("error", time.monotonic(), name, key)
                 in_flight[index[key]] = 0
-                _reconnect(manager, key, users[key], journal)
+                with reconnecting[key]:
+                    _reconnect(manager, key, users[key], journal)
                 continue
             except Exception as exc:
                 journal.note("error", time.monotonic(), type(exc).__name__, key)
@@ -660,9 +707,12 @@ def _chaos_worker(
 def _reconnect(
     manager: TokenManager, key: str, credentials: tuple[str, str], journal: _Journal
 ) -> None:
-    """The person connects again; while a dependency is down that may fail, so retry."""
+    """The person connects again (unless someone just did); while a dependency is down that
+    may fail, so retry."""
     for _ in range(50):
         try:
+            if manager.is_connected(key):
+                return
             manager.login(key, username=credentials[0], password=credentials[1])
         except Exception as exc:
             journal.note("error", time.monotonic(), type(exc).__name__, key)
