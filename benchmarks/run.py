@@ -43,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "integrations"), str(HERE.parent)]
 
 import _async  # noqa: E402
+import _coherence  # noqa: E402
 import _django  # noqa: E402
 import _flask  # noqa: E402
 import _stores  # noqa: E402
@@ -680,6 +681,28 @@ def async_storm_section() -> Section:
     )
 
 
+def coherence_section(trials: int) -> Section:
+    """Per shared store: how long after a disconnect another process still uses the token."""
+    rows, skipped = _coherence.coherence_rows(trials)
+    return Section(
+        "Coherence",
+        _coherence.COHERENCE_HEADER,
+        rows,
+        [
+            f"{trials} trials per store. A worker process calls `profile` in a loop through "
+            "its own manager and `manager.session(key)`, its pair in its local cache; the "
+            "parent's manager disconnects the key (`logout`). The old token's last use is "
+            "when the worker sent its last call that carried it, counted from the moment "
+            "the parent's `logout` returned (0: no call went out after it; Watcher still "
+            "accepts the token, so only the library stops it). `first call refused`: when "
+            "the worker's first call raised `NotConnected`.",
+            "Goal: no use of the old token later than the store's staleness bound, the "
+            "longest a copy is trusted without a change notice.",
+            *skipped,
+        ],
+    )
+
+
 def _alone(call: Callable[[], Any], n: int) -> str:
     """Microseconds per call of ``call``, the best of five runs."""
     # With the garbage collector on, as in a running program: sessions hold reference cycles.
@@ -1201,9 +1224,8 @@ def main(argv: list[str] | None = None) -> int:
         metavar="RESULTS",
         help="measure nothing: rewrite the Goals section of a results file from its tables",
     )
-    parser.add_argument(
-        "--only", choices=["storm", "overhead", "async", "async-storm", "steady", "scale"]
-    )
+    section_names = ["storm", "overhead", "async", "async-storm", "coherence", "steady", "scale"]
+    parser.add_argument("--only", choices=section_names)
     parser.add_argument("--store", help="storm rows only of clients and stores whose name has this")
     parser.add_argument("--shapes", help="storm shapes, e.g. 1x32,4x8")
     parser.add_argument("--output", help="where to write the results (default: RESULTS.md)")
@@ -1229,6 +1251,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "async": lambda: async_section(15 if args.quick else 300),
         "async-storm": async_storm_section,
+        "coherence": lambda: coherence_section(5 if args.quick else 30),
         "steady": steady_section,
         "scale": lambda: (
             scale_section((1_000, 5_000), ("default",))
