@@ -64,6 +64,8 @@ class CallScheme(ABC):
         """This process's fresh copy of ``key``'s record, to send with no step at all;
         ``None`` when only :meth:`credentials` can tell (no copy, or the copy is stale or
         was dropped by a change notice: the cache's rules decide)."""
+        if not isinstance(key, str) or not key:
+            return None  # the flow says what is wrong with it
         return self.lifecycle.cached(self.lifecycle.store_key(key, self.api))
 
     @abstractmethod
