@@ -715,8 +715,16 @@ def _parts(url: str, pair: TokenPair, n: int) -> list[list[str]]:
     manager.store.save(manager.store_key("k"), pair)
     prepared = requests.Request("GET", manager.api_root + "streams").prepare()
     auth = manager.auth("k")
-    bare = _alone(prepared.copy, n)
-    with_auth = float(_alone(lambda: auth(prepared.copy()), n)) - float(bare)
+
+    def fresh() -> requests.PreparedRequest:
+        # copy() shares the hooks dict: each copy gets its own, as a prepared request has,
+        # or every run adds its hook to one list that the garbage collector then walks.
+        copy = prepared.copy()
+        copy.hooks = {"response": []}
+        return copy
+
+    bare = _alone(fresh, n)
+    with_auth = float(_alone(lambda: auth(fresh()), n)) - float(bare)
     rows = [
         [
             "part: `manager.current_tokens(key)`, fresh pair",

@@ -64,9 +64,10 @@ class CallScheme(ABC):
         """This process's fresh copy of ``key``'s record, to send with no step at all;
         ``None`` when only :meth:`credentials` can tell (no copy, or the copy is stale or
         was dropped by a change notice: the cache's rules decide)."""
-        if not isinstance(key, str) or not key:
-            return None  # the flow says what is wrong with it
-        return self.lifecycle.cached(self.lifecycle.store_key(key, self.api))
+        lifecycle = self.lifecycle
+        if lifecycle.cache is None or not isinstance(key, str) or not key:
+            return None  # no copies kept (a process-local store), or a key the flow refuses
+        return lifecycle.cache.get(lifecycle.store_key(key, self.api))
 
     @abstractmethod
     def credentials(self, key: str) -> Flow[TokenPair]:
