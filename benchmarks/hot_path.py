@@ -183,9 +183,7 @@ def suspects() -> None:
     print("\n## the pieces alone")
     print("per request, web layers:")
     alone("manager.session(key): a WatcherSession", lambda: memory.session("k"))
-    alone(
-        "  requests.Session() inside it (two HTTPAdapters it then does not use)", requests.Session
-    )
+    alone("  for comparison: requests.Session() (it builds two HTTPAdapters)", requests.Session)
     alone("  HTTPAdapter() (each makes a PoolManager and a Retry)", requests.adapters.HTTPAdapter)
     alone("  manager.auth(key): a WatcherBearerAuth", lambda: memory.auth("k"))
     print("per call:")
@@ -201,7 +199,7 @@ def suspects() -> None:
     )
     alone("    manager.store_key(key): a StoreKey", lambda: memory.store_key("k"))
     alone(
-        "    manager._cached(skey): the cache lock and TLRUCache.get", lambda: shared._cached(skey)
+        "    lifecycle.cached(skey): the local cache's rules", lambda: shared.lifecycle.cached(skey)
     )
     alone(
         "    manager.needs_refresh(pair): clock, margin, lifetime",

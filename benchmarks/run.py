@@ -42,6 +42,8 @@ import requests
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "integrations"), str(HERE.parent)]
 
+import _async  # noqa: E402
+import _coherence  # noqa: E402
 import _django  # noqa: E402
 import _flask  # noqa: E402
 import _stores  # noqa: E402
@@ -419,7 +421,12 @@ def _block(call: Callable[[], Any], n: int) -> tuple[float, float]:
     return statistics.median(each), (time.process_time() - c0) / n
 
 
-def interleaved(calls: dict[str, Callable[[], Any]], rounds: int, per_round: int) -> Timings:
+def interleaved(
+    calls: dict[str, Any],
+    rounds: int,
+    per_round: int,
+    block: Callable[[Any, int], tuple[float, float]] = _block,
+) -> Timings:
     """Time every row against the floor (``calls[FLOOR]``) in adjacent blocks, ``rounds`` times.
 
     In each round every row runs a block of ``per_round`` calls right next to a block of the
@@ -427,21 +434,21 @@ def interleaved(calls: dict[str, Callable[[], Any]], rounds: int, per_round: int
     rotates from round to round. A row's ratio in a round is over the floor block next to it,
     which ran under the same conditions, so a burst of other work on the machine spoils a
     pair or two rather than one row. Each call is timed alone and a block keeps the median
-    of its calls, which a few calls preempted by other processes do not move.
+    of its calls, which a few calls preempted by other processes do not move. ``block``
+    times ``n`` calls of one row (the async rows await theirs on an event loop).
     """
     floor = calls[FLOOR]
     names = [name for name in calls if name != FLOOR]
     for call in calls.values():  # warm up connections and caches
-        for _ in range(per_round):
-            call()
+        block(call, per_round)
     timings = Timings(*({name: [] for name in calls} for _ in range(4)))
     for turn in range(rounds):
         shift = turn % len(names)
         for name in names[shift:] + names[:shift]:
             if turn % 2:
-                mine, base = _block(calls[name], per_round), _block(floor, per_round)
+                mine, base = block(calls[name], per_round), block(floor, per_round)
             else:
-                base, mine = _block(floor, per_round), _block(calls[name], per_round)
+                base, mine = block(floor, per_round), block(calls[name], per_round)
             timings.wall[name].append(mine[0])
             timings.cpu[name].append(mine[1])
             timings.floor_wall[name].append(base[0])
@@ -634,6 +641,68 @@ def overhead_section(rounds: int, part_calls: int) -> Section:
     )
 
 
+def async_section(rounds: int) -> Section:
+    """The asyncio manager's per-call overhead against a bare ``httpx.AsyncClient``."""
+    token, pair = _fresh_token()
+    with trivial_server() as url:
+        rows = _async.async_overhead(url, token, pair, rounds, overhead_cells)
+    return Section(
+        "Async per-call overhead",
+        OVERHEAD_HEADER,
+        rows,
+        [
+            f"{rounds} rounds against one trivial loopback server on one event loop, "
+            "interleaved as the sync rows are (blocks of 20 awaited calls next to a block of "
+            "the floor's). The floor is an `httpx.AsyncClient` with `trust_env=False`, the "
+            "manager's pool limits (100 connections, 32 kept alive), TLS settings and timeout, "
+            "and the `Authorization` header set once; ours reuses one `manager.session(key)`. "
+            f"Goal: at most {_async.ASYNC_CALL_GOAL} times the floor.",
+        ],
+    )
+
+
+def async_storm_section() -> Section:
+    """Refresh storms of tasks through each async store."""
+    rows, skipped = _async.async_storm_rows()
+    return Section(
+        "Async refresh storm",
+        _async.ASYNC_STORM_HEADER,
+        rows,
+        [
+            "`watcher_auth.testing.storm.run_async_storm`: "
+            f"{_async.EXPIRIES} expiries of one key's token (the emulator's clock moved past "
+            f"the {_async.LIFETIME:g} s lifetime between phases, refresh-token rotation on), "
+            "every task calling twice per phase; 4 processes for a shared store, 1 for "
+            "AsyncMemoryStore (it is not shared). `minimum`: one refresh per expiry. "
+            "`calls held at a refresh`: each task's first call after an expiry, which waits "
+            "for that expiry's refresh; p50 and p99 of their latency.",
+            *skipped,
+        ],
+    )
+
+
+def coherence_section(trials: int) -> Section:
+    """Per shared store: how long after a disconnect another process still uses the token."""
+    rows, skipped = _coherence.coherence_rows(trials)
+    return Section(
+        "Coherence",
+        _coherence.COHERENCE_HEADER,
+        rows,
+        [
+            f"{trials} trials per store. A worker process calls `profile` in a loop through "
+            "its own manager and `manager.session(key)`, its pair in its local cache; the "
+            "parent's manager disconnects the key (`logout`). The old token's last use is "
+            "when the worker sent its last call that carried it, counted from the moment "
+            "the parent's `logout` returned (0: no call went out after it; Watcher still "
+            "accepts the token, so only the library stops it). `first call refused`: when "
+            "the worker's first call raised `NotConnected`.",
+            "Goal: no use of the old token later than the store's staleness bound, the "
+            "longest a copy is trusted without a change notice.",
+            *skipped,
+        ],
+    )
+
+
 def _alone(call: Callable[[], Any], n: int) -> str:
     """Microseconds per call of ``call``, the best of five runs."""
     # With the garbage collector on, as in a running program: sessions hold reference cycles.
@@ -646,8 +715,16 @@ def _parts(url: str, pair: TokenPair, n: int) -> list[list[str]]:
     manager.store.save(manager.store_key("k"), pair)
     prepared = requests.Request("GET", manager.api_root + "streams").prepare()
     auth = manager.auth("k")
-    bare = _alone(prepared.copy, n)
-    with_auth = float(_alone(lambda: auth(prepared.copy()), n)) - float(bare)
+
+    def fresh() -> requests.PreparedRequest:
+        # copy() shares the hooks dict: each copy gets its own, as a prepared request has,
+        # or every run adds its hook to one list that the garbage collector then walks.
+        copy = prepared.copy()
+        copy.hooks = {"response": []}
+        return copy
+
+    bare = _alone(fresh, n)
+    with_auth = float(_alone(lambda: auth(fresh()), n)) - float(bare)
     rows = [
         [
             "part: `manager.current_tokens(key)`, fresh pair",
@@ -1155,7 +1232,8 @@ def main(argv: list[str] | None = None) -> int:
         metavar="RESULTS",
         help="measure nothing: rewrite the Goals section of a results file from its tables",
     )
-    parser.add_argument("--only", choices=["storm", "overhead", "steady", "scale"])
+    section_names = ["storm", "overhead", "async", "async-storm", "coherence", "steady", "scale"]
+    parser.add_argument("--only", choices=section_names)
     parser.add_argument("--store", help="storm rows only of clients and stores whose name has this")
     parser.add_argument("--shapes", help="storm shapes, e.g. 1x32,4x8")
     parser.add_argument("--output", help="where to write the results (default: RESULTS.md)")
@@ -1179,6 +1257,9 @@ def main(argv: list[str] | None = None) -> int:
         "overhead": lambda: (
             overhead_section(15, 1_000) if args.quick else overhead_section(300, 20_000)
         ),
+        "async": lambda: async_section(15 if args.quick else 300),
+        "async-storm": async_storm_section,
+        "coherence": lambda: coherence_section(5 if args.quick else 30),
         "steady": steady_section,
         "scale": lambda: (
             scale_section((1_000, 5_000), ("default",))
