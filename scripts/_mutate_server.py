@@ -101,8 +101,14 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
                 for line in out.getvalue().splitlines()
                 if line.startswith(("FAILED ", "ERROR "))
             ]
+            lines = [line for line in out.getvalue().splitlines() if line.strip()]
+            keep = os.environ.get("MUTATE_KEEP_OUTPUT")
+            if keep:
+                with open(os.path.join(keep, f"{request['id']}.txt"), "w") as f:
+                    f.write(out.getvalue())
             with open(report, "w") as f:
-                f.write(failed[0] if failed else "")
+                # Without a failing test, pytest's last words say what stopped it.
+                f.write(failed[0] if failed else f"pytest: {lines[-1] if lines else code}")
         except BaseException as exc:  # the mutant broke the patching itself: it is killed
             with open(report, "w") as f:
                 f.write(f"mutant does not load: {type(exc).__name__}")

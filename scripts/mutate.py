@@ -62,20 +62,36 @@ class Target:
 DECISIONS = "tests/core/test_decisions.py"
 PROCESSES = "tests/core/test_decisions_processes.py"
 SESSION = "tests/core/test_decisions_session.py"
+POLICY = "tests/core/test_decisions_policy.py"
+CACHE = "tests/core/test_decisions_cache.py"
+LOCKS = "tests/core/test_decisions_locks.py"
+ASYNC = "tests/core/test_decisions_async.py"
+BACKOFF = "tests/core/test_decisions_backoff.py"
+CHANNELS = "tests/stores/test_channels.py"
+FORK = "tests/stores/test_fork.py"
 
 TARGETS = {
     "lifecycle": Target(
         "watcher_auth/_lifecycle.py",
-        (DECISIONS, "tests/core/test_manager.py", "tests/v2/test_manager_v2.py"),
+        (
+            DECISIONS,
+            CACHE,
+            POLICY,
+            SESSION,
+            "tests/core/test_manager.py",
+            "tests/v2/test_manager_v2.py",
+            CHANNELS,
+            FORK,
+        ),
         always=(PROCESSES,),
     ),
     "calls": Target(
         "watcher_auth/_calls.py",
-        (DECISIONS, SESSION, "tests/core/test_manager.py", "tests/v2/test_manager_v2.py"),
+        (DECISIONS, SESSION, CACHE, "tests/core/test_manager.py", "tests/v2/test_manager_v2.py"),
     ),
     "drivers": Target(
         "watcher_auth/_drivers.py",
-        (DECISIONS, SESSION, "tests/core/test_manager.py", "tests/v2/test_manager_v2.py"),
+        (DECISIONS, SESSION, ASYNC, "tests/core/test_manager.py", "tests/v2/test_manager_v2.py"),
         always=(PROCESSES,),
     ),
     "session": Target(
@@ -84,15 +100,26 @@ TARGETS = {
     ),
     "locks": Target(
         "watcher_auth/_locks.py",
-        (DECISIONS, "tests/core/test_manager.py", "tests/stores/test_async_memory.py"),
+        (
+            LOCKS,
+            DECISIONS,
+            ASYNC,
+            "tests/core/test_manager.py",
+            "tests/stores/test_async_memory.py",
+        ),
     ),
     "policy": Target(
         "watcher_auth/_policy.py",
-        ("tests/core/test_policy.py", DECISIONS, SESSION, "tests/core/test_manager.py"),
+        ("tests/core/test_policy.py", POLICY, DECISIONS, SESSION, "tests/core/test_manager.py"),
     ),
     "v2_policy": Target(
         "watcher_auth/v2/_policy.py",
-        ("tests/v2/test_policy_v2.py", "tests/v2/test_manager_v2.py", "tests/v2/test_auth_v2.py"),
+        (
+            "tests/v2/test_policy_v2.py",
+            POLICY,
+            "tests/v2/test_manager_v2.py",
+            "tests/v2/test_auth_v2.py",
+        ),
     ),
     "v2_lifecycle": Target(
         "watcher_auth/v2/_lifecycle.py",
@@ -102,6 +129,7 @@ TARGETS = {
         "watcher_auth/stores/redis.py",
         (
             "tests/stores/test_leases.py",
+            BACKOFF,
             "tests/core/test_redis_store.py",
             "tests/stores/test_redis_async.py",
         ),
@@ -119,7 +147,7 @@ TARGETS = {
     ),
     "waiting": Target(
         "watcher_auth/stores/_waiting.py",
-        ("tests/stores/test_leases.py", "tests/stores/test_async_memory.py", DECISIONS),
+        (BACKOFF, "tests/stores/test_leases.py", "tests/stores/test_async_memory.py", DECISIONS),
     ),
 }
 
@@ -491,7 +519,9 @@ def trace(tree: Path, names: list[str]) -> Trace:
     return raw
 
 
-def covering(mutant: Mutant, target: Target, traced: Trace) -> list[str]:
+def covering(
+    mutant: Mutant, target: Target, traced: Trace, excluded: tuple[str, ...] = ()
+) -> list[str]:
     """The passing tests that run ``mutant``'s lines, fastest first; then ``target.always``."""
     wanted = set(range(mutant.line, mutant.last_line + 1))
     found: list[tuple[float, str]] = []
@@ -510,7 +540,8 @@ def covering(mutant: Mutant, target: Target, traced: Trace) -> list[str]:
             assert isinstance(seconds, float)
             found.append((seconds, test))
     chosen = [test for _, test in sorted(found)]
-    return chosen + [t for t in target.always if t not in chosen and (ROOT / t).exists()]
+    always = [t for t in target.always if t not in chosen and (ROOT / t).exists()]
+    return chosen + [t for t in always if t not in excluded]
 
 
 @dataclass
@@ -559,6 +590,7 @@ class Worker:
                 "source": mutant.source,
                 "tests": ["-m", "not browser", *[f"--deselect={t}" for t in FLAKY], *tests],
                 "timeout": timeout,
+                "id": f"{mutant.target}-{mutant.index}",
             }
             self.server.stdin.write(json.dumps(request) + "\n")
             self.server.stdin.flush()
@@ -576,6 +608,28 @@ def main() -> int:
     parser.add_argument("--line", type=int, action="append", help="only mutants on these lines")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--list", action="store_true", help="only list the mutants")
+    parser.add_argument(
+        "--exclude", action="append", default=[], help="a test file not to use (repeatable)"
+    )
+    parser.add_argument(
+        "--recheck",
+        type=Path,
+        help="a results JSON: run again only its mutants killed by an --exclude'd file "
+        "(what the score was without those tests)",
+    )
+    parser.add_argument(
+        "--survivors",
+        type=Path,
+        help="a results JSON: run again only its survivors (after tests were added)",
+    )
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        action="append",
+        default=[],
+        help="results JSONs to combine into one report, later ones winning (no run)",
+    )
+    parser.add_argument("--name", default="report", help="the results' file name stem")
     args = parser.parse_args()
 
     names = args.module or list(TARGETS)
@@ -586,6 +640,35 @@ def main() -> int:
             if args.line and mutant.line not in args.line:
                 continue
             planned.append((mutant, TARGETS[name]))
+    if args.recheck is not None:
+        earlier = json.loads(args.recheck.read_text())
+        wanted = {
+            (m["target"], m["index"])
+            for m in earlier
+            if m["status"] == "killed" and m["killed_by"].split("::")[0] in args.exclude
+        }
+        planned = [(m, t) for m, t in planned if (m.target, m.index) in wanted]
+    if args.survivors is not None:
+        earlier = json.loads(args.survivors.read_text())
+        wanted = {
+            (m["target"], m["index"]) for m in earlier if m["status"] in {"survived", "uncovered"}
+        }
+        planned = [(m, t) for m, t in planned if (m.target, m.index) in wanted]
+    if args.merge:
+        results: dict[tuple[str, int], dict[str, object]] = {}
+        for path in args.merge:
+            for m in json.loads(path.read_text()):
+                results[(m["target"], m["index"])] = m
+        merged = []
+        for mutant, _ in planned:
+            found = results.get((mutant.target, mutant.index))
+            if found is not None:
+                mutant.status = str(found["status"])
+                mutant.seconds = float(found["seconds"])  # type: ignore[arg-type]
+                mutant.killed_by = str(found["killed_by"])
+                merged.append(mutant)
+        _report(merged, names, 0.0, name=args.name)
+        return 0
     if args.list:
         for mutant, _ in planned:
             print(f"{mutant.target}:{mutant.line} {mutant.function}: {mutant.description}")
@@ -598,6 +681,9 @@ def main() -> int:
         _copy_tree(worker.tree)
     try:
         traced = trace(workers[0].tree, names)
+        for test in list(traced):
+            if test.split("::")[0] in args.exclude:
+                del traced[test]
         files = sorted({t.split("::")[0] for t in traced})
         for worker in workers:
             worker.start(files)
@@ -613,7 +699,7 @@ def main() -> int:
 
         def one(item: tuple[Mutant, Target]) -> Mutant:
             mutant, target = item
-            tests = covering(mutant, target, traced)
+            tests = covering(mutant, target, traced, tuple(args.exclude))
             if not tests:
                 mutant.status = "uncovered"
                 return mutant
@@ -630,7 +716,8 @@ def main() -> int:
                 free.append(worker)
 
         done: list[Mutant] = []
-        with ThreadPoolExecutor(len(workers)) as pool:
+        pool = ThreadPoolExecutor(len(workers))
+        try:
             for mutant in pool.map(one, planned):
                 done.append(mutant)
                 mark = "S" if mutant.status in {"survived", "uncovered"} else "."
@@ -639,29 +726,32 @@ def main() -> int:
                     f"[{mutant.status} {mutant.seconds:.0f}s {mutant.killed_by}]",
                     flush=True,
                 )
+        finally:
+            # On an interrupt the mutants not started are dropped, not run.
+            pool.shutdown(wait=False, cancel_futures=True)
     finally:
         for worker in workers:
             worker.stop()
         shutil.rmtree(WORK, ignore_errors=True)
     wall = time.monotonic() - started
-    _report(done, names, wall, selective=bool(args.line))
+    _report(done, names, wall, name=args.name)
     return 0
 
 
-def _report(done: list[Mutant], names: list[str], wall: float, *, selective: bool) -> None:
+def _report(done: list[Mutant], names: list[str], wall: float, *, name: str) -> None:
     lines = [
         "| module | mutants | killed | timeout | survived | score |",
         "|---|---|---|---|---|---|",
     ]
-    for name in names:
-        mine = [m for m in done if m.target == name]
+    for module in names:
+        mine = [m for m in done if m.target == module]
         if not mine:
             continue
         killed = sum(m.status == "killed" for m in mine)
         hung = sum(m.status == "timeout" for m in mine)
         survived = sum(m.status in {"survived", "uncovered"} for m in mine)
         score = 100.0 * (killed + hung) / len(mine)
-        path = TARGETS[name].path
+        path = TARGETS[module].path
         lines.append(f"| `{path}` | {len(mine)} | {killed} | {hung} | {survived} | {score:.1f}% |")
     lines += ["", f"Wall time: {wall / 60:.1f} min", "", "Survivors:", ""]
     for m in done:
@@ -671,9 +761,8 @@ def _report(done: list[Mutant], names: list[str], wall: float, *, selective: boo
                 f"- `{TARGETS[m.target].path}:{m.line}` ({m.function}): {m.description}{how}"
             )
     text = "\n".join(lines) + "\n"
-    stem = "partial" if selective else "report"
-    (OUT / f"{stem}.md").write_text(text)
-    (OUT / f"{stem}.json").write_text(
+    (OUT / f"{name}.md").write_text(text)
+    (OUT / f"{name}.json").write_text(
         json.dumps([{k: v for k, v in vars(m).items() if k != "source"} for m in done], indent=1)
     )
     print(text)

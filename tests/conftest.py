@@ -3,11 +3,48 @@
 from __future__ import annotations
 
 import http.server
+import os
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
+
+# One name per test run (inherited by the worker processes tests start), so two runs on one
+# machine never share a PostgreSQL database; tests/django/settings.py reads the same variable.
+RUN_ID = re.sub(
+    r"[^a-z0-9_]", "_", os.environ.setdefault("WATCHER_TEST_RUN_ID", f"{os.getpid()}").lower()
+)
+
+
+@pytest.fixture(scope="session")
+def run_postgres_database() -> Iterator[Callable[[str], str]]:
+    """Makes ``<base>_<run id>``, a PostgreSQL database of this test run, and returns its
+    SQLAlchemy URL; every database made is dropped when the session ends."""
+    made: list[str] = []
+
+    def make(base: str) -> str:
+        from watcher_auth.testing.services import create_postgres_database
+
+        name = f"{base}_{RUN_ID}"[:63]
+        url = create_postgres_database(name)
+        if name not in made:
+            made.append(name)
+        return url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+    yield make
+    if made:
+        import psycopg
+        from psycopg import sql
+
+        from watcher_auth.testing.services import require_postgres
+
+        with psycopg.connect(require_postgres(), autocommit=True) as admin:
+            for name in made:
+                admin.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
 
 
 @dataclass

@@ -6,7 +6,8 @@ the test steers the emulator through its control endpoints (:class:`RemoteEmulat
 
 Chromium comes from Debian (``/usr/bin/chromium``); ``make test`` installs it with apt-get
 when it is missing and runs as root (``scripts/ensure_chromium.sh``). Without it these
-tests skip with the reason, except when ``CI`` is set: then they fail.
+tests skip with the reason, except when ``CI`` is set: then they fail. A Chromium that is
+installed but does not start fails them always.
 
 Screenshots of every step go to ``test-artifacts/browser/<portal>/<nn>-<step>.png``.
 """
@@ -123,8 +124,9 @@ def browser() -> Iterator[Any]:
     try:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
     except Exception as exc:
+        # Chromium is installed, so a launch failure is a broken set-up, never a skip.
         playwright.stop()
-        service_missing("Chromium", f"it did not start under Playwright: {exc}")
+        pytest.fail(f"Chromium at {CHROMIUM} did not start under Playwright: {exc}")
     yield browser
     browser.close()
     playwright.stop()

@@ -23,7 +23,6 @@ from watcher_auth.stores.sqlalchemy import SQLAlchemyStore, token_table
 from watcher_auth.testing import SharedClock
 from watcher_auth.testing.contract import TokenStoreContract, sample_pair
 from watcher_auth.testing.pytest_plugin import EmulatorFactory
-from watcher_auth.testing.services import create_postgres_database
 from watcher_auth.testing.storm import run_storm
 
 KEYS = ["first secret key", "an older secret key"]
@@ -43,9 +42,8 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def postgres_database() -> str:
-    url = create_postgres_database(POSTGRES_DATABASE)
-    return url.replace("postgresql://", "postgresql+psycopg://", 1)
+def postgres_database(run_postgres_database: Callable[[str], str]) -> str:
+    return run_postgres_database(POSTGRES_DATABASE)
 
 
 @pytest.fixture

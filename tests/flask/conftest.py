@@ -35,7 +35,7 @@ from flask_watcher_auth import (
 )
 from watcher_auth.testing import FakeClock, WatcherEmulator
 from watcher_auth.testing.pytest_plugin import EmulatorFactory
-from watcher_auth.testing.services import create_postgres_database, require_redis
+from watcher_auth.testing.services import require_redis
 
 SECRET_KEY = "portal secret key for tests"
 USERS = ("1", "2", "3")
@@ -228,9 +228,8 @@ def sqlite_store_config(tmp_path: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> str:
-    url = create_postgres_database(POSTGRES_DATABASE)
-    return url.replace("postgresql://", "postgresql+psycopg://", 1)
+def postgres_url(run_postgres_database: Callable[[str], str]) -> str:
+    return run_postgres_database(POSTGRES_DATABASE)
 
 
 @pytest.fixture

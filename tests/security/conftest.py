@@ -26,7 +26,6 @@ import pytest
 
 from watcher_auth import MemoryStore, StoreKey, TokenStore
 from watcher_auth.testing.services import (
-    create_postgres_database,
     require_postgres,
     require_redis,
     service_missing,
@@ -106,10 +105,9 @@ def make_redis_store(redis_url: str, redis_prefix: str) -> Iterator[MakeStore]:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> str:
-    """A psycopg URL of this suite's own database."""
-    url = create_postgres_database(POSTGRES_DATABASE)
-    return url.replace("postgresql://", "postgresql+psycopg://", 1)
+def postgres_url(run_postgres_database: Callable[[str], str]) -> str:
+    """A psycopg URL of this suite's own database in this test run."""
+    return run_postgres_database(POSTGRES_DATABASE)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -106,9 +106,6 @@ POSTGRES_DATABASE = "watcher_auth_stores_test"
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> str:
-    """A psycopg URL of this folder's own database."""
-    from watcher_auth.testing.services import create_postgres_database
-
-    url = create_postgres_database(POSTGRES_DATABASE)
-    return url.replace("postgresql://", "postgresql+psycopg://", 1)
+def postgres_url(run_postgres_database: Callable[[str], str]) -> str:
+    """A psycopg URL of this folder's own database in this test run."""
+    return run_postgres_database(POSTGRES_DATABASE)
