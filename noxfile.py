@@ -14,10 +14,12 @@ half-tested matrix never passes as a whole one.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
 
 import nox
@@ -34,8 +36,8 @@ DJANGOS = ("5.2", "6.0", "6.1")
 SUITES = ("tests/django", "tests/core", "tests/v2")
 CORNERS = {("3.11", "5.2"), ("3.13", "6.1")}
 # What these suites need from the test extra; linters, stubs and the browser stay out of the
-# cells, which keeps a fresh cell's install short.
-RUNNERS = ("pytest", "pytest-django", "hypothesis")
+# cells, which keeps a fresh cell's install short. uvicorn serves the ASGI tests.
+RUNNERS = ("pytest", "pytest-django", "hypothesis", "uvicorn")
 
 
 def _test_requirements() -> list[str]:
@@ -47,6 +49,16 @@ def _test_requirements() -> list[str]:
         for requirement in extra
         if re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower() in RUNNERS
     ]
+
+
+def _default_cell() -> tuple[str, str] | None:
+    """The (Python, Django) pair of the virtualenv nox runs from: ``make test`` has run the
+    whole suite there already, so a corner equal to it is not run twice."""
+    try:
+        django = importlib.metadata.version("django")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return f"{sys.version_info[0]}.{sys.version_info[1]}", ".".join(django.split(".")[:2])
 
 
 def _version_key(name: str) -> tuple[int, ...]:
@@ -91,7 +103,9 @@ def _cells() -> list[nox.param]:
                     python,
                     django,
                     id=f"python='{python}', django='{django}'",
-                    tags=["corners"] if (python, django) in CORNERS else [],
+                    tags=["corners"]
+                    if (python, django) in CORNERS and (python, django) != _default_cell()
+                    else [],
                 )
             )
     return cells

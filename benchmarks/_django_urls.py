@@ -1,9 +1,11 @@
 """The benchmark portal's views: one GET to Watcher through ``request.watcher``, and the same
-GET with a fixed ``Authorization`` header on a plain ``requests.Session``."""
+GET with a fixed ``Authorization`` header on a plain ``requests.Session`` configured like the
+manager's (the fair floor, see :mod:`_peers`)."""
 
 from __future__ import annotations
 
 import requests
+from _peers import TIMEOUT, configure_alike
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
@@ -11,7 +13,7 @@ from django.urls import path
 from django_watcher_auth.decorators import watcher_required
 
 #: The plain view's session and URL; the benchmark sets the header and the URL.
-PLAIN = requests.Session()
+PLAIN = configure_alike(requests.Session())
 plain_url = ""
 
 
@@ -31,7 +33,7 @@ def required(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def plain(request: HttpRequest) -> HttpResponse:
-    return _relay(PLAIN.get(plain_url))
+    return _relay(PLAIN.get(plain_url, timeout=TIMEOUT))
 
 
 urlpatterns = [

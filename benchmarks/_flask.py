@@ -1,4 +1,8 @@
-"""A Flask portal for the benchmarks: Flask-Login, the extension, and four views."""
+"""A Flask portal for the benchmarks: Flask-Login, the extension, and four views.
+
+``/plain`` is the fair floor: the same GET on a module-level session configured like the
+manager's (see :mod:`_peers`), with the header set once.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+from _peers import TIMEOUT, fair_floor
 
 from watcher_auth import TokenPair
 
@@ -46,8 +51,7 @@ def portal(url: str, token: str, pair: TokenPair, **config: Any) -> Iterator[Por
     login.user_loader(User)
     WatcherAuth(app)
     state = get_state(app)
-    plain_session = requests.Session()
-    plain_session.headers["Authorization"] = f"Bearer {token}"
+    plain_session = fair_floor(token)
     plain_url = state.manager.api_root + "streams"
 
     def relay(response: requests.Response) -> tuple[bytes, int]:
@@ -71,7 +75,7 @@ def portal(url: str, token: str, pair: TokenPair, **config: Any) -> Iterator[Por
     @app.get("/plain")
     @login_required
     def plain() -> tuple[bytes, int]:
-        return relay(plain_session.get(plain_url))
+        return relay(plain_session.get(plain_url, timeout=TIMEOUT))
 
     @app.get("/fresh")
     @login_required

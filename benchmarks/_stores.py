@@ -107,9 +107,11 @@ def cleanup() -> None:
         from psycopg import sql
 
         with contextlib.suppress(ImportError):
+            from django.conf import settings
             from django.db import connections
 
-            connections.close_all()
+            if settings.configured:
+                connections.close_all()
         maintenance = os.environ.get(
             "WATCHER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
         )

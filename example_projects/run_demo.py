@@ -1,9 +1,10 @@
 """Run an example portal against the Watcher emulator, or against a real Watcher.
 
-``make demo`` and ``make demo-flask`` call this::
+``make demo``, ``make demo-flask`` and ``make demo-fastapi`` call this::
 
     python example_projects/run_demo.py django    # the Django portal
     python example_projects/run_demo.py flask     # the Flask portal
+    python example_projects/run_demo.py fastapi   # the FastAPI service (async)
 
 It starts the Watcher emulator with two seeded Watcher users, each with a password and an
 API v2 user key (unless ``WATCHER_URL`` is set: then the portal talks to that Watcher), hands
@@ -93,6 +94,23 @@ PORTALS = {
         folder=HERE / "flask_portal",
         prepare=["-m", "flask", "--app", "app", "prepare-demo"],
         serve=["-m", "flask", "--app", "app", "run", "--no-reload", "-h", "{host}", "-p", "{port}"],
+        sign_in_path="/sign-in",
+        env={},
+    ),
+    "fastapi": Portal(
+        title="FastAPI example service",
+        folder=HERE / "fastapi_service",
+        prepare=["service.py", "prepare"],
+        serve=[
+            "-m",
+            "uvicorn",
+            "--factory",
+            "service:create_app",
+            "--host",
+            "{host}",
+            "--port",
+            "{port}",
+        ],
         sign_in_path="/sign-in",
         env={},
     ),
@@ -291,7 +309,7 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line: ``run_demo.py {django,flask} [options]``."""
+    """The command line: ``run_demo.py {django,flask,fastapi} [options]``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("portal", choices=sorted(PORTALS))
     parser.add_argument("--host", default="127.0.0.1")

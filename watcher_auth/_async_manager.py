@@ -20,7 +20,7 @@ from watcher_auth._base import CredentialsProvider, ManagerBase
 from watcher_auth._calls import BearerScheme
 from watcher_auth._drivers import DEFAULT_MAX_RESPONSE_BYTES, AsyncSteps, Timeout
 from watcher_auth._exceptions import WatcherProtocolError
-from watcher_auth._httpx import AsyncWatcherClient, FlowHttpxAuth
+from watcher_auth._httpx import AsyncWatcherClient, FlowHttpxAuth, httpx_verify
 from watcher_auth._lifecycle import Margin
 from watcher_auth._tokens import Secret, TokenPair
 from watcher_auth.stores import AsyncMemoryStore, AsyncTokenStore, TokenStore, resolve_async_store
@@ -63,7 +63,8 @@ class AsyncTokenManager(ManagerBase):
     ``async with AsyncTokenManager(url, store=...) as manager:`` closes its connection pools
     at the end (or call :meth:`aclose`). Takes the arguments of
     :class:`~watcher_auth.TokenManager`; ``credentials`` may also be a coroutine function,
-    and ``limits`` sets the ``httpx.Limits`` of each event loop's connection pool.
+    ``limits`` sets the ``httpx.Limits`` of each event loop's connection pool, and
+    ``max_waiters`` defaults to 1000 (a waiting task costs far less than a waiting thread).
     """
 
     def __init__(
@@ -82,7 +83,7 @@ class AsyncTokenManager(ManagerBase):
         max_lifetime: float | None = None,
         deadline: float | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        max_waiters: int | None = 100,
+        max_waiters: int | None = 1000,
     ) -> None:
         self.store: AsyncTokenStore = _as_async_store(store)
         super().__init__(
@@ -101,7 +102,7 @@ class AsyncTokenManager(ManagerBase):
             max_waiters=max_waiters,
         )
         bundle = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE")
-        self._verify = bundle if verify is True and bundle else verify
+        self._verify = httpx_verify(bundle if verify is True and bundle else verify)
         self._limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=32)
         # httpx pools belong to one event loop; a portal may run several (Flask async views
         # run each request on a new loop), so each loop gets its own.
@@ -178,8 +179,9 @@ class AsyncTokenManager(ManagerBase):
 
     async def login(self, key: str, *, username: str, password: str) -> TokenPair:
         """See :meth:`TokenManager.login`."""
-        password = Secret(password)
-        result: TokenPair = await self._run(self.lifecycle.login(key, username, password))
+        flow = self.lifecycle.login(key, username, Secret(password))
+        del password  # only the flow holds it now: crash reporters capture frame locals
+        result: TokenPair = await self._run(flow)
         return result
 
     async def logout(self, key: str) -> bool:
@@ -250,15 +252,19 @@ class AsyncTokenManager(ManagerBase):
 
     async def v2_login(self, key: str, *, username: str, password: str) -> TokenPair:
         """See :meth:`TokenManager.v2_login`."""
-        password = Secret(password)
-        result: TokenPair = await self._run(self.v2.login(key, username, password))
+        flow = self.v2.login(key, username, Secret(password))
+        del password
+        result: TokenPair = await self._run(flow)
         return result
 
     async def v2_connect_user_key(self, key: str, *, username: str, api_key: str) -> TokenPair:
         """See :meth:`TokenManager.v2_connect_user_key`."""
-        api_key = Secret(check_secret(api_key, "user API key"))
         check_secret(username, "Watcher login")
-        result: TokenPair = await self._run(self.v2.connect_user_key(key, username, api_key))
+        flow = self.v2.connect_user_key(
+            key, username, Secret(check_secret(api_key, "user API key"))
+        )
+        del api_key
+        result: TokenPair = await self._run(flow)
         return result
 
     async def v2_logout(self, key: str) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from watcher_auth._effects import SEND, Answer, Flow
 from watcher_auth._events import EventType
@@ -20,7 +21,7 @@ from watcher_auth._policy import bearer_authorization
 from watcher_auth._tokens import Secret, TokenPair
 from watcher_auth._urls import origin_of
 
-__all__ = ["BearerScheme", "CallRequest", "CallScheme", "call_flow"]
+__all__ = ["BearerScheme", "CallRequest", "CallScheme", "answered", "call_flow"]
 
 
 class CallRequest(Protocol):
@@ -50,11 +51,23 @@ class CallScheme(ABC):
         self.lifecycle = lifecycle
         self.api_root = api_root
         self.origin = origin_of(api_root)
+        parts = urlsplit(api_root)
+        # "scheme://netloc/" ends the netloc, so a URL that starts with it is on the origin.
+        self.prefix = f"{parts.scheme}://{parts.netloc}/"
         self.api = "v3"
 
     def owns(self, url: str) -> bool:
         """Whether ``url`` is on Watcher's origin (same scheme, host and port)."""
-        return origin_of(url) == self.origin
+        return url.startswith(self.prefix) or origin_of(url) == self.origin
+
+    def copy(self, key: str) -> TokenPair | None:
+        """This process's fresh copy of ``key``'s record, to send with no step at all;
+        ``None`` when only :meth:`credentials` can tell (no copy, or the copy is stale or
+        was dropped by a change notice: the cache's rules decide)."""
+        lifecycle = self.lifecycle
+        if lifecycle.cache is None or not isinstance(key, str) or not key:
+            return None  # no copies kept (a process-local store), or a key the flow refuses
+        return lifecycle.cache.get(lifecycle.store_key(key, self.api))
 
     @abstractmethod
     def credentials(self, key: str) -> Flow[TokenPair]:
@@ -94,6 +107,18 @@ def call_flow(scheme: CallScheme, key: str, request: CallRequest) -> Flow[None]:
     pair = yield from scheme.credentials(key)
     request.set_credentials(scheme.headers(pair))
     answer: Answer = yield SEND
+    yield from answered(scheme, key, request, pair, answer)
+
+
+def answered(
+    scheme: CallScheme, key: str, request: CallRequest, pair: TokenPair, answer: Answer
+) -> Flow[None]:
+    """What follows Watcher's ``answer`` to ``request`` sent with ``pair``: nothing, or the
+    credentials settled and the request sent once more.
+
+    The rest of :func:`call_flow`, on its own for a driver that attached ``pair`` without
+    running the flow (a fresh copy already in this process, see ``FlowAuth``).
+    """
     lifecycle = scheme.lifecycle
     if answer.date is not None:
         lifecycle.server_clock.observe_date(answer.date, lifecycle.clock())

@@ -6,6 +6,8 @@ Needs the ``httpx`` package (extra ``async``).
 from __future__ import annotations
 
 import logging
+import os
+import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping
 from typing import Any
 
@@ -28,9 +30,19 @@ from watcher_auth._session import NoCookies
 from watcher_auth._urls import origin_of, path_only
 from watcher_auth.v2._policy import OffsetPages
 
-__all__ = ["AsyncWatcherClient", "FlowHttpxAuth", "WatcherClient"]
+__all__ = ["AsyncWatcherClient", "FlowHttpxAuth", "WatcherClient", "httpx_verify"]
 
 logger = logging.getLogger("watcher_auth")
+
+
+def httpx_verify(verify: bool | str) -> bool | ssl.SSLContext:
+    """``verify`` as httpx takes it: a CA bundle path (file or directory) becomes an SSL
+    context, since httpx deprecates paths."""
+    if isinstance(verify, bool):
+        return verify
+    if os.path.isdir(verify):
+        return ssl.create_default_context(capath=verify)
+    return ssl.create_default_context(cafile=verify)
 
 
 class _HttpxCall:
@@ -41,7 +53,7 @@ class _HttpxCall:
     def __init__(self, request: httpx.Request, names: tuple[str, ...]) -> None:
         self.request = request
         self._names = names
-        # requires_request_body: httpx has read the body, so it can be sent again.
+        # The auth flows read the body first, so it can be sent again.
         self.replayable = True
 
     @property
@@ -82,6 +94,9 @@ class FlowHttpxAuth(httpx.Auth):
             raise ConfigurationError(
                 "this auth belongs to an AsyncTokenManager: use it with httpx.AsyncClient"
             )
+        # httpx's own auth_flow wrappers read the body for requires_request_body; these
+        # replace them, so they read it: a one-shot stream can then be sent again.
+        request.read()
         call = _HttpxCall(request, self._scheme.header_names)
         flow = call_flow(self._scheme, self.key, call)
         wants_send, _ = drive(flow, steps)
@@ -100,6 +115,7 @@ class FlowHttpxAuth(httpx.Auth):
                 "this auth belongs to a TokenManager: use it with httpx.Client, or make an "
                 "AsyncTokenManager for httpx.AsyncClient"
             )
+        await request.aread()
         call = _HttpxCall(request, self._scheme.header_names)
         flow = call_flow(self._scheme, self.key, call)
         wants_send, _ = await drive_async(flow, steps)

@@ -53,6 +53,8 @@ logger = logging.getLogger("watcher_auth")
 T = TypeVar("T")
 
 Margin = Callable[[float | None], float]
+# Store keys kept made (a call per request builds one otherwise); the set starts over past it.
+_STORE_KEYS_KEPT = 10_000
 # Seconds to wait for the channel's echo of this process's own write before giving up on it.
 _ECHO_WAIT = 5.0
 
@@ -66,11 +68,12 @@ class ServerClock:
     answers this process sees; a header equal to the last one is not parsed again.
     """
 
-    __slots__ = ("_last_date", "offset")
+    __slots__ = ("_last_date", "_moved", "offset")
 
-    def __init__(self) -> None:
+    def __init__(self, moved: Callable[[float | None, float], None] | None = None) -> None:
         self.offset: float | None = None
         self._last_date: str | None = None
+        self._moved = moved
 
     def observe_date(self, date_header: str | None, received_at: float) -> None:
         """Take a response's ``Date`` header (one-second resolution) into the estimate."""
@@ -88,7 +91,9 @@ class ServerClock:
         if abs(offset) <= 1.0:
             offset = 0.0
         if self.offset is None or abs(offset - self.offset) >= 1.0:
-            self.offset = offset
+            before, self.offset = self.offset, offset
+            if self._moved is not None:
+                self._moved(before, offset)
 
     def local_expiry(self, pair: TokenPair) -> float | None:
         """``pair``'s expiry on this process's clock."""
@@ -146,6 +151,13 @@ class LocalCache:
                 self._echoes.clear()
             else:
                 self._data.pop(key, None)
+
+    def forget_where(self, judged_wrong: Callable[[TokenPair], bool]) -> None:
+        """Drop every copy whose pair ``judged_wrong`` says is kept for the wrong time."""
+        with self._lock:
+            self.epoch += 1
+            for key in [k for k, (pair, _, _) in self._data.items() if judged_wrong(pair)]:
+                del self._data[key]
 
     def wrote(self, key: StoreKey) -> None:
         """This process is about to change ``key``'s record: the channel's notice of that
@@ -216,11 +228,15 @@ class Lifecycle:
         self.has_credentials = has_credentials
         self.cache = cache
         self.events = events
-        self.server_clock = ServerClock()
+        # Copies kept in the cache carry a "fresh until" judged on the offset known when they
+        # were read: a better estimate makes them wrong (trusted long past expiry on a host
+        # whose clock is behind), so they go.
+        self.server_clock = ServerClock(moved=self._clock_moved)
         self.max_lifetime = max_lifetime
         # Keys whose last refresh was sent but never answered: with rotation on, Watcher may
         # have spent the refresh token, so a rejection next is explained by that.
         self._unanswered: set[StoreKey] = set()
+        self._store_keys: dict[tuple[str, str], StoreKey] = {}
         if refresh_margin is None:
             self.margin: Margin = default_refresh_margin
         elif callable(refresh_margin):
@@ -229,13 +245,27 @@ class Lifecycle:
             fixed = float(refresh_margin)
             self.margin = lambda _lifetime: fixed
 
+    def _clock_moved(self, before: float | None, now: float) -> None:
+        if self.cache is None:
+            return
+        if before is None:
+            # Until now each copy was judged on the offset its pair was obtained with.
+            self.cache.forget_where(lambda pair: abs(pair.clock_offset - now) >= 1.0)
+        else:
+            self.cache.forget(None)
+
     # --- decisions --------------------------------------------------------------------
 
     def store_key(self, key: str, api: str = "v3") -> StoreKey:
         """The store key under which ``key``'s records for ``api`` live."""
         if not isinstance(key, str) or not key:
             raise ConfigurationError("a user key must be a non-empty string")
-        return StoreKey(server=self.server, user=key, api=api)
+        skey = self._store_keys.get((key, api))
+        if skey is None:
+            if len(self._store_keys) >= _STORE_KEYS_KEPT:
+                self._store_keys.clear()
+            skey = self._store_keys[(key, api)] = StoreKey(server=self.server, user=key, api=api)
+        return skey
 
     def fresh_until(self, pair: TokenPair) -> float:
         """Local time from which ``pair`` is due for a refresh (infinite if it never is)."""
@@ -375,7 +405,16 @@ class Lifecycle:
                     self.remember(skey, current)
                     return current
                 pair = yield from self._renew(skey, current, events)
-                yield from self.save(skey, pair)
+                try:
+                    yield from self.save(skey, pair)
+                except BaseException:
+                    if any(event[0] is EventType.REFRESHED for event in events):
+                        # Watcher answered, and may have spent the old refresh token, but the
+                        # new pair is not stored: a rejection next is explained by this loss,
+                        # and no listener may hear of a refresh that did not stick.
+                        self._unanswered.add(skey)
+                        events[:] = [e for e in events if e[0] is not EventType.REFRESHED]
+                    raise
                 return pair
             finally:
                 yield Unlock(shared)
@@ -391,11 +430,13 @@ class Lifecycle:
     def login(self, key: str, username: str, password: Secret) -> Flow[TokenPair]:
         """Log ``key`` in with a password and store the pair (the password is not kept)."""
         skey = self.store_key(key)
+        started = self.clock()
         pair = yield from self._password_login(username, password)
+        duration = self.clock() - started
 
         yield from self.exclusive(skey, lambda: self.save(skey, pair))
         logger.info("Watcher account %r connected for key %r", username, key)
-        self.emit(EventType.CONNECTED, skey, pair.username)
+        self.emit(EventType.CONNECTED, skey, pair.username, duration=duration)
         return pair
 
     def logout(self, skey: StoreKey) -> Flow[bool]:

@@ -155,8 +155,9 @@ class TokenManager(ManagerBase):
             WatcherUnavailable: Watcher could not be reached; nothing was stored.
             WatcherProtocolError: Watcher's answer was not a valid login answer.
         """
-        password = Secret(password)
-        result: TokenPair = self._run(self.lifecycle.login(key, username, password))
+        flow = self.lifecycle.login(key, username, Secret(password))
+        del password  # only the flow holds it now: crash reporters capture frame locals
+        result: TokenPair = self._run(flow)
         return result
 
     def logout(self, key: str) -> bool:
@@ -243,9 +244,10 @@ class TokenManager(ManagerBase):
         ``options`` go to ``httpx.Client`` (``verify`` and ``timeout`` default to the
         manager's). Close it when done, or use it in a ``with`` block.
         """
-        from watcher_auth._httpx import WatcherClient
+        from watcher_auth._httpx import WatcherClient, httpx_verify
 
-        options.setdefault("verify", self._verify)
+        if "verify" not in options:
+            options["verify"] = httpx_verify(self._verify)
         options.setdefault("timeout", self.timeout)
         return WatcherClient(
             base_url=self.api_root,
@@ -287,8 +289,9 @@ class TokenManager(ManagerBase):
             WatcherUnavailable: Watcher could not be reached; nothing was stored.
             WatcherProtocolError: Watcher's answer was not a valid login answer.
         """
-        password = Secret(password)
-        result: TokenPair = self._run(self.v2.login(key, username, password))
+        flow = self.v2.login(key, username, Secret(password))
+        del password
+        result: TokenPair = self._run(flow)
         return result
 
     def v2_connect_user_key(self, key: str, *, username: str, api_key: str) -> TokenPair:
@@ -301,9 +304,12 @@ class TokenManager(ManagerBase):
         """
         from watcher_auth.v2._policy import check_secret
 
-        api_key = Secret(check_secret(api_key, "user API key"))
         check_secret(username, "Watcher login")
-        result: TokenPair = self._run(self.v2.connect_user_key(key, username, api_key))
+        flow = self.v2.connect_user_key(
+            key, username, Secret(check_secret(api_key, "user API key"))
+        )
+        del api_key
+        result: TokenPair = self._run(flow)
         return result
 
     def v2_logout(self, key: str) -> bool:

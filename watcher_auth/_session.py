@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import http.cookiejar
 import logging
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
+from requests.adapters import BaseAdapter, HTTPAdapter
 from requests.auth import AuthBase
+from requests.cookies import RequestsCookieJar
+from requests.hooks import default_hooks
+from requests.models import DEFAULT_REDIRECT_LIMIT
+from requests.utils import default_headers
 
-from watcher_auth._calls import CallScheme, call_flow
+from watcher_auth._calls import CallScheme, answered, call_flow
 from watcher_auth._drivers import DEFAULT_MAX_RESPONSE_BYTES, SyncSteps, drive, read_limited
-from watcher_auth._effects import Answer
+from watcher_auth._effects import Answer, Flow
 from watcher_auth._exceptions import WatcherAuthError, WatcherConnectionError
 from watcher_auth._policy import CursorPages, decode_answer
+from watcher_auth._tokens import TokenPair
 from watcher_auth._urls import is_absolute, origin_of, path_only
 
 __all__ = [
@@ -39,9 +45,13 @@ class NoCookies(http.cookiejar.DefaultCookiePolicy):
         return False
 
 
+# Stateless, so one serves every session.
+_NO_COOKIES = NoCookies()
+
+
 def block_cookies(session: requests.Session) -> None:
     """Make ``session`` ignore cookies from responses."""
-    session.cookies.set_policy(NoCookies())
+    session.cookies.set_policy(_NO_COOKIES)
 
 
 class _PreparedCall:
@@ -99,18 +109,28 @@ class FlowAuth(AuthBase):
         self._steps = steps
         self._scheme = scheme
         self.key = key
+        self._sent: tuple[TokenPair, dict[str, str]] | None = None
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        call = _PreparedCall(r, self._scheme.header_names)
-        flow = call_flow(self._scheme, self.key, call)
-        wants_send, _ = drive(flow, self._steps)
-        if not wants_send:
-            return r
-        steps, challenge = self._steps, self._scheme.challenge
+        scheme, steps = self._scheme, self._steps
+        call = _PreparedCall(r, scheme.header_names)
+        # The common case: a call to Watcher's API root while this process holds a fresh
+        # copy (by the cache's own rules, change notices included). Attaching it is the
+        # flow's whole decision, so the flow starts at Watcher's answer.
+        pair = scheme.copy(self.key) if call.url.startswith(scheme.prefix) else None
+        flow: Flow[None] | None = None
+        if pair is not None:
+            call.set_credentials(self._headers(pair))
+        else:
+            flow = call_flow(scheme, self.key, call)
+            wants_send, _ = drive(flow, steps)
+            if not wants_send:
+                return r
+        challenge = scheme.challenge
         done = False
 
         def on_response(response: requests.Response, **kwargs: Any) -> requests.Response:
-            nonlocal done
+            nonlocal done, flow
             if done:  # a later hop of a redirect: the flow already decided
                 return response
             done = True
@@ -123,7 +143,12 @@ class FlowAuth(AuthBase):
                 response.headers.get("Date"),
                 response.content if status == challenge else b"",
             )
-            retry, _ = drive(flow, steps, answer)
+            if flow is None:
+                assert pair is not None
+                flow = answered(scheme, self.key, call, pair, answer)
+                retry, _ = drive(flow, steps)
+            else:
+                retry, _ = drive(flow, steps, answer)
             if not retry:
                 return response
             logger.info("Watcher answered %s for key %r; retrying once", status, self.key)
@@ -136,6 +161,13 @@ class FlowAuth(AuthBase):
 
         r.register_hook("response", on_response)  # type: ignore[no-untyped-call]
         return r
+
+    def _headers(self, pair: TokenPair) -> dict[str, str]:
+        # The headers of the pair sent last, kept: most calls send the same pair again.
+        sent = self._sent
+        if sent is None or sent[0] is not pair:
+            sent = self._sent = (pair, self._scheme.headers(pair))
+        return sent[1]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(key={self.key!r})"
@@ -171,7 +203,20 @@ class WatcherSession(requests.Session):
         adapter: HTTPAdapter | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
-        super().__init__()
+        # What requests.Session.__init__ sets, less its two default adapters: the web layers
+        # build a session per request, and most never call anywhere but Watcher's origin,
+        # served by the manager's shared adapter. Other origins get the defaults on first use.
+        self.headers = default_headers()  # type: ignore[assignment]
+        self.proxies = {}
+        self.hooks = default_hooks()
+        self.params = {}
+        self.stream = False
+        self.verify = True
+        self.cert = None
+        self.max_redirects = DEFAULT_REDIRECT_LIMIT
+        self.trust_env = True
+        self.cookies = RequestsCookieJar(policy=_NO_COOKIES)
+        self.adapters = OrderedDict()
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.auth = auth
         self.timeout = timeout
@@ -182,7 +227,21 @@ class WatcherSession(requests.Session):
             scheme, host, port = self._origin
             self.mount(f"{scheme}://{host}:{port}/", adapter)
             self.mount(f"{scheme}://{host}/", adapter)
-        block_cookies(self)
+        else:
+            self._mount_defaults()
+
+    def _mount_defaults(self) -> None:
+        self.mount("https://", HTTPAdapter())
+        self.mount("http://", HTTPAdapter())
+
+    def get_adapter(self, url: str) -> BaseAdapter:
+        lowered = url.lower()
+        for prefix, adapter in self.adapters.items():
+            if lowered.startswith(prefix.lower()):
+                return adapter
+        if "http://" not in self.adapters:
+            self._mount_defaults()
+        return super().get_adapter(url)
 
     def url_for(self, path: str) -> str:
         """The absolute URL for ``path``; absolute URLs are returned unchanged."""

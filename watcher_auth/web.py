@@ -4,7 +4,11 @@
 ``Retry-After``, a message safe to show, whether the person should connect their Watcher
 account); :class:`FailureLog` writes one line per failure, and repeats of the same failure at
 most once per interval with a count. The Django app and the Flask extension both use them;
-other frameworks can too. Nothing here does I/O besides logging.
+other frameworks can too. The policy is plain data in, data out.
+
+Also shared by the web layers: :func:`portal_key` and :func:`service_key` (portal users and
+service accounts in disjoint key namespaces), :func:`forget` (disconnect, even a record no
+current key can read) and :func:`unreadable_keys` (what a key rotation left unreadable).
 
 ============================================  ======  =====================================  =====
 Failure                                       Status  ``error`` code                         Retry
@@ -32,11 +36,12 @@ any other ``WatcherAuthError``                502     ``watcher_error``         
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
@@ -197,9 +202,9 @@ def error_answer(
     Args:
         exc: the exception a view raised.
         watcher_origin: Watcher's address (any URL on it); with it, a ``requests`` connection
-            error or timeout, and an ``HTTPError`` from ``raise_for_status()``, on a call to
-            that origin are answered like the library's own errors. Without it they are not
-            ours (``None``).
+            error or timeout, and an ``HTTPError`` from ``raise_for_status()`` (``requests``
+            or ``httpx``), on a call to that origin are answered like the library's own
+            errors. Without it they are not ours (``None``).
         last_status: the status of the last answer Watcher gave while serving this request,
             if any. A ``KeyError``, ``IndexError``, ``TypeError`` or ``ValueError`` (a
             ``.json()`` that failed) raised after Watcher answered 5xx is answered as Watcher
@@ -213,6 +218,10 @@ def error_answer(
         answer = _requests_answer(exc, watcher_origin)
         if answer is not None:
             return answer
+    if watcher_origin is not None and _is_httpx_status_error(exc):
+        failed: Any = exc
+        if _origin(str(failed.request.url)) == _origin(watcher_origin):
+            return _status_answer(int(failed.response.status_code))
     if last_status is not None and isinstance(exc, (LookupError, TypeError, ValueError)):
         if last_status >= 500:
             return replace(_UNAVAILABLE, upstream_status=last_status)
@@ -295,6 +304,12 @@ def _requests_answer(exc: requests.RequestException, origin: str) -> ErrorAnswer
     if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
         return _UNAVAILABLE
     return None
+
+
+def _is_httpx_status_error(exc: BaseException) -> bool:
+    """An ``httpx`` ``raise_for_status()`` error (httpx is optional: loaded if anyone uses it)."""
+    httpx = sys.modules.get("httpx")
+    return httpx is not None and isinstance(exc, httpx.HTTPStatusError)
 
 
 def _origin(url: str) -> str:
@@ -388,6 +403,11 @@ class FailureLog:
             repeats if skipped else "",
         )
         return True
+
+    def clear(self) -> None:
+        """Forget the failures seen so far: the next of each kind is logged again."""
+        with self._lock:
+            self._seen.clear()
 
     def _prune(self, now: float) -> None:
         for identity, (when, _count) in list(self._seen.items()):

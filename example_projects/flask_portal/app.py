@@ -271,7 +271,7 @@ def v2_camera_row(camera: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": camera["name"],
         "title": camera.get("title") or camera["name"],
-        "alive": bool(camera.get("alive")),
+        "alive": bool((camera.get("stream_status") or {}).get("alive")),
     }
 
 

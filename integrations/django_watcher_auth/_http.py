@@ -1,13 +1,15 @@
 """What the middleware, the decorators and the mixin share: ``request.watcher`` (and its API v2
-twins ``request.watcher_v2`` and ``request.watcher_system``) and error pages."""
+twins ``request.watcher_v2`` and ``request.watcher_system``), their async twins
+``await request.awatcher()`` (``awatcher_v2()``, ``awatcher_system()``), and error pages."""
 
 from __future__ import annotations
 
 import logging
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
 import requests
+from asgiref.sync import sync_to_async
 from django.apps import apps
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
@@ -21,6 +23,7 @@ from django_watcher_auth.conf import (
     SERVICE_KEY_PREFIX,
     SYSTEM_API_KEY_ENV,
     connect_url,
+    get_async_manager,
     get_manager,
     service_account,
     service_key,
@@ -37,12 +40,22 @@ from watcher_auth import (
 from watcher_auth.v2 import WatcherV2Session
 from watcher_auth.web import ErrorAnswer, FailureLog, LastAnswer, error_answer
 
+if TYPE_CHECKING:
+    import httpx
+
+    from watcher_auth import AsyncWatcherClient
+
 __all__ = [
+    "acheck_watcher_access",
+    "aclose_watchers",
     "attach_watcher",
+    "awatcher_error_response",
+    "awatcher_key",
     "check_watcher_access",
     "error_page",
     "failures",
     "safe_next",
+    "signed_in_user",
     "wants_json",
     "watcher_error_response",
     "watcher_key",
@@ -57,6 +70,7 @@ _KEY_ATTR = "_watcher_auth_key"
 _V2_KEY_ATTR = "_watcher_auth_v2_key"
 _V2_USED_ATTR = "_watcher_auth_v2_used"
 _LAST_ANSWER_ATTR = "_watcher_auth_last_answer"
+_ASYNC_CLIENTS_ATTR = "_watcher_auth_async_clients"
 
 
 def watcher_key(request: HttpRequest) -> str:
@@ -102,8 +116,50 @@ def _serving_key(request: HttpRequest, api: str) -> str:
     return key
 
 
+async def awatcher_key(request: HttpRequest, api: str = "v3") -> str:
+    """:func:`watcher_key` (``api="v2"``: :func:`watcher_v2_key`) for async views.
+
+    Reads the user with ``request.auser()`` and the store through the async manager.
+
+    Raises:
+        NotConnected: nobody is signed in to the portal.
+    """
+    attr = _V2_KEY_ATTR if api == "v2" else _KEY_ATTR
+    cached = getattr(request, attr, None)
+    if cached is not None:
+        return str(cached)
+    user = await signed_in_user(request)
+    if user is None or not user.is_authenticated:
+        raise NotConnected("", "nobody is signed in to the portal, so no Watcher account applies")
+    key = user_key(user)
+    service = service_account()
+    if service is not None:
+        manager = get_async_manager()
+        own = await (manager.v2_is_connected(key) if api == "v2" else manager.is_connected(key))
+        if not own:
+            key = service_key(service[0])
+    setattr(request, attr, key)
+    return key
+
+
+async def signed_in_user(request: HttpRequest) -> Any:
+    """The signed-in user, read without touching the database on the event loop."""
+    auser = getattr(request, "auser", None)
+    if auser is not None:
+        return await auser()
+
+    def evaluate() -> Any:
+        user = getattr(request, "user", None)
+        if user is not None:
+            _ = user.is_authenticated  # a lazy user is loaded here, on a worker thread
+        return user
+
+    return await sync_to_async(evaluate)()
+
+
 def attach_watcher(request: HttpRequest) -> None:
-    """Give ``request`` lazy ``watcher``, ``watcher_v2`` and ``watcher_system`` attributes.
+    """Give ``request`` lazy ``watcher``, ``watcher_v2`` and ``watcher_system`` attributes,
+    and the async accessors ``awatcher()``, ``awatcher_v2()`` and ``awatcher_system()``.
 
     Nothing is read until one is used.
     """
@@ -124,9 +180,98 @@ def attach_watcher(request: HttpRequest) -> None:
             )
         return _watched(request, get_manager().v2_system_session(key))
 
+    async def awatcher() -> AsyncWatcherClient:
+        return _async_client(request, "v3", await awatcher_key(request))
+
+    async def awatcher_v2() -> AsyncWatcherClient:
+        setattr(request, _V2_USED_ATTR, True)
+        return _async_client(request, "v2", await awatcher_key(request, "v2"))
+
+    async def awatcher_system() -> AsyncWatcherClient:
+        key = system_api_key()
+        if key is None:
+            raise ConfigurationError(
+                "request.awatcher_system() needs Watcher's API v2 system key: set "
+                f"WATCHER_AUTH['SYSTEM_API_KEY'] or the environment variable {SYSTEM_API_KEY_ENV}"
+            )
+        return _async_client(request, "system", key)
+
     request.watcher = SimpleLazyObject(build)  # type: ignore[attr-defined]
     request.watcher_v2 = SimpleLazyObject(build_v2)  # type: ignore[attr-defined]
     request.watcher_system = SimpleLazyObject(build_system)  # type: ignore[attr-defined]
+    request.awatcher = awatcher  # type: ignore[attr-defined]
+    request.awatcher_v2 = awatcher_v2  # type: ignore[attr-defined]
+    request.awatcher_system = awatcher_system  # type: ignore[attr-defined]
+
+
+def _async_client(request: HttpRequest, api: str, key: str) -> AsyncWatcherClient:
+    """This request's async client for ``api``, made on first use and kept until
+    :func:`aclose_watchers`."""
+    clients: dict[str, AsyncWatcherClient] | None = getattr(request, _ASYNC_CLIENTS_ATTR, None)
+    if clients is None:
+        clients = {}
+        setattr(request, _ASYNC_CLIENTS_ATTR, clients)
+    client = clients.get(api)
+    if client is None or client.is_closed:
+        manager = get_async_manager()
+        if api == "system":
+            client = manager.v2_system_session(key)
+        elif api == "v2":
+            client = manager.v2_session(key)
+        else:
+            client = manager.session(key)
+        last = _last_answer(request)
+
+        async def remember(response: httpx.Response) -> None:
+            last.status = response.status_code
+            last.was_json = "json" in response.headers.get("Content-Type", "").lower()
+
+        client.event_hooks["response"].append(remember)
+        clients[api] = client
+    return client
+
+
+async def aclose_watchers(request: HttpRequest) -> None:
+    """Close the async clients this request made (the middleware does it after the view)."""
+    clients: dict[str, AsyncWatcherClient] | None = getattr(request, _ASYNC_CLIENTS_ATTR, None)
+    if clients:
+        setattr(request, _ASYNC_CLIENTS_ATTR, {})
+        for client in clients.values():
+            await client.aclose()
+
+
+async def acheck_watcher_access(request: HttpRequest, api: str = "v3") -> HttpResponse | None:
+    """:func:`check_watcher_access` for async views: the same answers, never blocking."""
+    if not hasattr(request, "awatcher"):
+        attach_watcher(request)
+    user = await signed_in_user(request)
+    if user is None or not user.is_authenticated:
+        if wants_json(request):
+            return JsonResponse({"error": "login_required"}, status=401)
+        return redirect_to_login(request.get_full_path())
+    try:
+        manager = get_async_manager()
+        if api == "v2":
+            setattr(request, _V2_USED_ATTR, True)
+            key = await awatcher_key(request, "v2")
+            # A service account without a session yet logs in on its first call.
+            if not key.startswith(SERVICE_KEY_PREFIX) and not await manager.v2_is_connected(key):
+                raise NotConnected(key)
+        else:
+            await manager.current_tokens(await awatcher_key(request))
+    except WatcherAuthError as exc:
+        response = await awatcher_error_response(request, exc)
+        if response is None:
+            raise
+        return response
+    return None
+
+
+async def awatcher_error_response(request: HttpRequest, exc: BaseException) -> HttpResponse | None:
+    """:func:`watcher_error_response` for async views (it runs on a worker thread: pages
+    are rendered and messages stored there)."""
+    response: HttpResponse | None = await sync_to_async(watcher_error_response)(request, exc)
+    return response
 
 
 def check_watcher_access(request: HttpRequest, api: str = "v3") -> HttpResponse | None:
@@ -274,13 +419,17 @@ def _reconnect(request: HttpRequest, answer: ErrorAnswer, api: str = "v3") -> Ht
 SessionT = TypeVar("SessionT", bound=requests.Session)
 
 
-def _watched(request: HttpRequest, session: SessionT) -> SessionT:
-    """``session``, remembering Watcher's last answer on ``request`` (for error answers)."""
-    last = getattr(request, _LAST_ANSWER_ATTR, None)
+def _last_answer(request: HttpRequest) -> LastAnswer:
+    last: LastAnswer | None = getattr(request, _LAST_ANSWER_ATTR, None)
     if last is None:
         last = LastAnswer()
         setattr(request, _LAST_ANSWER_ATTR, last)
-    session.hooks["response"].append(last)
+    return last
+
+
+def _watched(request: HttpRequest, session: SessionT) -> SessionT:
+    """``session``, remembering Watcher's last answer on ``request`` (for error answers)."""
+    session.hooks["response"].append(_last_answer(request))
     return session
 
 

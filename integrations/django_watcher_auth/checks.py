@@ -23,6 +23,9 @@
 ``django_watcher_auth.E009``     ``SYSTEM_API_KEY`` (or the environment variable
                                  ``WATCHER_SYSTEM_API_KEY``) is set but empty, blank, or not
                                  usable in an HTTP header.
+``django_watcher_auth.E010``     A URL pattern's view is an ``async def`` view inside a
+                                 sync-only wrapper (a decorator that calls it without
+                                 awaiting): it would answer an unawaited coroutine.
 ``django_watcher_auth.W004``     (``--deploy``) ``VERIFY_TLS`` is off: anyone on the path to
                                  Watcher can read passwords and tokens.
 ``django_watcher_auth.W005``     (``--deploy``) ``DEBUG`` is on while a service account is
@@ -45,6 +48,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from asgiref.sync import iscoroutinefunction
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db import connections
@@ -62,6 +66,7 @@ from watcher_auth import MemoryStore, WatcherAuthError, normalize_server_url
 from watcher_auth.web import unreadable_keys
 
 __all__ = [
+    "check_async_views",
     "check_deploy",
     "check_framing",
     "check_middleware",
@@ -300,6 +305,50 @@ def check_deploy(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> lis
             )
         )
     return problems
+
+
+@register(Tags.urls)
+def check_async_views(
+    app_configs: Sequence[Any] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """E010: an ``async def`` view wrapped by a decorator that only works on sync views."""
+    if not getattr(settings, "ROOT_URLCONF", None):
+        return []
+    from django.urls import get_resolver
+
+    problems: list[CheckMessage] = []
+    for route, callback in _views(get_resolver().url_patterns, ""):
+        if iscoroutinefunction(callback):
+            continue
+        inner = getattr(callback, "__wrapped__", None)
+        while inner is not None and not iscoroutinefunction(inner):
+            inner = getattr(inner, "__wrapped__", None)
+        if inner is None:
+            continue
+        name = getattr(inner, "__qualname__", repr(inner))
+        problems.append(
+            Error(
+                f"The URL pattern '{route}' serves the async view {name} through a sync-only "
+                "wrapper: the wrapper calls it without awaiting, so the request would get an "
+                "unawaited coroutine instead of a response.",
+                hint="Use decorators that keep async views async (watcher_required and "
+                "watcher_v2_required do); mark an async wrapper with "
+                "asgiref.sync.markcoroutinefunction.",
+                obj=callback,
+                id=_ID + "E010",
+            )
+        )
+    return problems
+
+
+def _views(patterns: Sequence[Any], prefix: str) -> Any:
+    """``(route, view)`` of every URL pattern under ``patterns``."""
+    for pattern in patterns:
+        route = prefix + str(pattern.pattern)
+        if hasattr(pattern, "url_patterns"):  # an include()
+            yield from _views(pattern.url_patterns, route)
+        elif callable(getattr(pattern, "callback", None)):
+            yield route, pattern.callback
 
 
 @register(deploy=True)

@@ -17,8 +17,11 @@ STORE_OPTIONS      ``{}``                   Keyword arguments for the store's co
 TIMEOUT            ``10.0``                 Seconds for each request to Watcher.
 REFRESH_MARGIN     ``None``                 Seconds before expiry to refresh; ``None``: 10% of
                                             the token's lifetime, at most 60 s.
-LOCK_TIMEOUT       ``30.0``                 Seconds to wait for another worker's refresh; also
-                                            the lease of a cache lock whose holder died.
+LOCK_TIMEOUT       ``30.0``                 Seconds to wait for another worker's refresh.
+DEADLINE           ``None``                 Seconds a login or refresh may take in all; a
+                                            refresh waits for its answer until then, never
+                                            cut short by ``TIMEOUT``. ``None``:
+                                            ``max(30, 2 * TIMEOUT)``.
 LOCAL_CACHE_SIZE   ``10000``                Fresh token pairs kept in each process in front of
                                             a shared store; ``0`` turns the cache off.
 VERIFY_TLS         ``True``                 TLS verification: ``True``, ``False``, or a CA
@@ -61,19 +64,31 @@ SYSTEM_API_KEY     ``None``                 Watcher's API v2 system key, for
                                             ``None``: the environment variable
                                             ``WATCHER_SYSTEM_API_KEY``, if set. An empty one
                                             fails check ``E009``.
+OPENTELEMETRY      ``False``                ``True``: OpenTelemetry metrics and spans of the
+                                            manager (extra ``otel``), with the user key
+                                            hashed; ``"raw"`` or ``"omit"``: the key as is,
+                                            or not at all (see :mod:`watcher_auth.otel`).
 ================== ======================== ====================================================
 
 Changing ``WATCHER_AUTH``, ``SECRET_KEY``, ``CACHES`` or ``DATABASES`` (``override_settings``
-in tests) rebuilds :data:`watcher_settings` and the manager.
+in tests) rebuilds :data:`watcher_settings` and the managers.
+
+Async views use :func:`get_async_manager`, an :class:`~watcher_auth.AsyncTokenManager` built
+from the same settings on the async twin of the store (``"db"``:
+:class:`~.stores.AsyncDjangoModelStore`, ``"cache"``: :class:`~.stores.AsyncDjangoCacheStore`,
+any other store: the sync manager's own store run in worker threads), so both managers see
+the same records.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -82,25 +97,32 @@ from django.core.signals import setting_changed
 from django.urls import reverse
 
 from watcher_auth import (
+    AsyncTokenStore,
     ConfigurationError,
     EventType,
     MemoryStore,
     TokenManager,
     TokenStore,
     WatcherEvent,
+    otel,
     resolve_store,
     web,
 )
-from watcher_auth.stores import import_string
+from watcher_auth.stores import import_string, resolve_async_store
 from watcher_auth.v2 import SYSTEM_API_KEY_ENV, system_api_key_setting
+
+if TYPE_CHECKING:
+    from watcher_auth import AsyncTokenManager
 
 __all__ = [
     "DEFAULTS",
     "SERVICE_KEY_PREFIX",
     "SYSTEM_API_KEY_ENV",
     "WatcherSettings",
+    "build_async_store",
     "build_store",
     "connect_url",
+    "get_async_manager",
     "get_clock",
     "get_manager",
     "reset_manager",
@@ -119,6 +141,7 @@ DEFAULTS: dict[str, Any] = {
     "TIMEOUT": 10.0,
     "REFRESH_MARGIN": None,
     "LOCK_TIMEOUT": 30.0,
+    "DEADLINE": None,
     "LOCAL_CACHE_SIZE": 10_000,
     "VERIFY_TLS": True,
     "ENCRYPTION_KEYS": [],
@@ -132,6 +155,7 @@ DEFAULTS: dict[str, Any] = {
     "JSON_ERRORS": None,
     "CLOCK": None,
     "SYSTEM_API_KEY": None,
+    "OPENTELEMETRY": False,
 }
 
 #: The environment variable read when ``WATCHER_AUTH['SYSTEM_API_KEY']`` is not set.
@@ -157,6 +181,7 @@ class WatcherSettings:
     TIMEOUT: float
     REFRESH_MARGIN: float | None
     LOCK_TIMEOUT: float
+    DEADLINE: float | None
     LOCAL_CACHE_SIZE: int
     VERIFY_TLS: bool | str
     ENCRYPTION_KEYS: list[str]
@@ -170,6 +195,7 @@ class WatcherSettings:
     JSON_ERRORS: bool | None
     CLOCK: str | Callable[[], float] | None
     SYSTEM_API_KEY: str | None
+    OPENTELEMETRY: bool | str
 
     def __init__(self, user_settings: Mapping[str, Any] | None = None) -> None:
         self._user_settings = user_settings
@@ -206,6 +232,7 @@ watcher_settings = WatcherSettings()
 
 _manager_lock = threading.Lock()
 _manager: TokenManager | None = None
+_async_manager: AsyncTokenManager | None = None
 
 
 def get_manager() -> TokenManager:
@@ -227,11 +254,36 @@ def get_manager() -> TokenManager:
     return manager
 
 
+def get_async_manager() -> AsyncTokenManager:
+    """The process's :class:`~watcher_auth.AsyncTokenManager`, for async views.
+
+    Built on first use from the same ``WATCHER_AUTH`` settings as :func:`get_manager`, on
+    :func:`build_async_store`; shared by every event loop of the process (its per-key locks
+    and connection pools work across loops). Its events are sent as this app's signals,
+    from a worker thread (receivers may use the ORM).
+
+    Raises:
+        ConfigurationError: ``WATCHER_AUTH`` is missing the URL or names an unknown store.
+    """
+    global _async_manager
+    manager = _async_manager
+    if manager is None:
+        with _manager_lock:
+            if _async_manager is None:
+                _async_manager = _build_async_manager()
+            manager = _async_manager
+    return manager
+
+
 def reset_manager() -> None:
-    """Drop the current manager; the next :func:`get_manager` builds a new one."""
-    global _manager
+    """Drop the current managers; the next :func:`get_manager` builds a new one.
+
+    The async manager's connection pools are dropped with it (they close when collected).
+    """
+    global _manager, _async_manager
     with _manager_lock:
         old, _manager = _manager, None
+        _async_manager = None
     if old is not None:
         old.close()
 
@@ -249,11 +301,72 @@ def _build_manager() -> TokenManager:
         clock=get_clock(),
         refresh_margin=watcher_settings.REFRESH_MARGIN,
         lock_timeout=float(watcher_settings.LOCK_TIMEOUT),
+        deadline=watcher_settings.DEADLINE,
         local_cache_size=int(watcher_settings.LOCAL_CACHE_SIZE),
         verify=watcher_settings.VERIFY_TLS,
     )
     manager.add_listener(_send_signal)
+    _instrument(manager)
     return manager
+
+
+def _instrument(manager: TokenManager | AsyncTokenManager) -> None:
+    user_key = otel.parse_setting(
+        watcher_settings.OPENTELEMETRY, setting="WATCHER_AUTH['OPENTELEMETRY']"
+    )
+    if user_key is not None:
+        otel.instrument(manager, user_key=user_key)
+
+
+def _build_async_manager() -> AsyncTokenManager:
+    from watcher_auth import AsyncTokenManager
+
+    url = watcher_settings.URL
+    if not url:
+        raise ConfigurationError("WATCHER_AUTH['URL'] is not set: give Watcher's address")
+    service = service_account()
+    manager = AsyncTokenManager(
+        url,
+        store=build_async_store(),
+        credentials=_service_credentials(service) if service is not None else None,
+        timeout=watcher_settings.TIMEOUT,
+        clock=get_clock(),
+        refresh_margin=watcher_settings.REFRESH_MARGIN,
+        lock_timeout=float(watcher_settings.LOCK_TIMEOUT),
+        deadline=watcher_settings.DEADLINE,
+        local_cache_size=int(watcher_settings.LOCAL_CACHE_SIZE),
+        verify=watcher_settings.VERIFY_TLS,
+    )
+    manager.add_listener(_send_signal_from_thread)
+    _instrument(manager)
+    return manager
+
+
+def build_async_store() -> AsyncTokenStore:
+    """The async twin of the store :func:`build_store` makes.
+
+    ``"db"`` and ``"cache"`` get :class:`~.stores.AsyncDjangoModelStore` and
+    :class:`~.stores.AsyncDjangoCacheStore` with the same options; any other store is the
+    sync manager's own store run in worker threads, so a per-process ``"memory"`` store is
+    one store for sync and async views alike.
+
+    Raises:
+        ConfigurationError: the store cannot be found or built.
+    """
+    spec = watcher_settings.STORE
+    options = dict(watcher_settings.STORE_OPTIONS or {})
+    if spec == "db":
+        from django_watcher_auth.stores import AsyncDjangoModelStore
+
+        return AsyncDjangoModelStore(**options)
+    if spec == "cache":
+        from django_watcher_auth.stores import AsyncDjangoCacheStore
+
+        options.setdefault("alias", watcher_settings.CACHE_ALIAS)
+        options.setdefault("key_prefix", watcher_settings.CACHE_KEY_PREFIX)
+        options.setdefault("lease", float(watcher_settings.LOCK_TIMEOUT))
+        return AsyncDjangoCacheStore(**options)
+    return resolve_async_store(get_manager().store)
 
 
 def build_store() -> TokenStore:
@@ -273,7 +386,6 @@ def build_store() -> TokenStore:
 
         options.setdefault("alias", watcher_settings.CACHE_ALIAS)
         options.setdefault("key_prefix", watcher_settings.CACHE_KEY_PREFIX)
-        options.setdefault("lease", float(watcher_settings.LOCK_TIMEOUT))
         return DjangoCacheStore(**options)
     if spec == "memory":
         return MemoryStore(**options)
@@ -416,6 +528,33 @@ def _send_signal(event: WatcherEvent) -> None:
         server=event.server,
         api=event.api,
     )
+
+
+# Signals sent from the event loop, until their worker thread is done (kept from collection).
+_pending_signals: set[asyncio.Future[None]] = set()
+
+
+def _send_signal_from_thread(event: WatcherEvent) -> None:
+    """Send ``event``'s signal off the event loop: its receivers (and the user lookup) may
+    use the ORM, which Django refuses to run on an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        _send_signal(event)
+        return
+    from asgiref.sync import sync_to_async
+
+    future = asyncio.ensure_future(sync_to_async(_send_signal, thread_sensitive=True)(event))
+    _pending_signals.add(future)
+    future.add_done_callback(_signal_sent)
+
+
+def _signal_sent(future: asyncio.Future[None]) -> None:
+    _pending_signals.discard(future)
+    if not future.cancelled() and future.exception() is not None:
+        logging.getLogger("django_watcher_auth").error(
+            "sending a Watcher signal failed", exc_info=future.exception()
+        )
 
 
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:

@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
 from watcher_auth import ConfigurationError
-from watcher_auth.v2._policy import check_secret
+from watcher_auth.v2 import check_secret
 
 __all__ = ["ConnectForm", "ConnectV2Form"]
 
@@ -21,6 +21,13 @@ MAX_NEXT = 2048
 
 def _no_control_characters(value: str) -> None:
     if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in value):
+        raise ValidationError(_("Remove the invisible control characters."), code="control")
+
+
+def _no_control_codes(value: str) -> None:
+    # For passwords: format characters (the joiner inside an emoji sequence...) are part of
+    # what people type; only control codes (NUL, ESC, line breaks) are refused.
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
         raise ValidationError(_("Remove the invisible control characters."), code="control")
 
 
@@ -46,7 +53,7 @@ class ConnectForm(forms.Form):
         label=_("Watcher password"),
         max_length=MAX_PASSWORD,
         strip=False,
-        validators=[_no_control_characters],
+        validators=[_no_control_codes],
         widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
     )
     next = forms.CharField(
@@ -106,7 +113,7 @@ class ConnectV2Form(forms.Form):
         required=False,
         max_length=MAX_PASSWORD,
         strip=False,
-        validators=[_no_control_characters],
+        validators=[_no_control_codes],
         widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
     )
     next = forms.CharField(

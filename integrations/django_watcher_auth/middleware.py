@@ -8,11 +8,13 @@ Add it after ``AuthenticationMiddleware``::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
-from django_watcher_auth._http import attach_watcher, watcher_error_response
+from django_watcher_auth._http import aclose_watchers, attach_watcher, watcher_error_response
 
 __all__ = ["WatcherMiddleware"]
 
@@ -40,17 +42,36 @@ class WatcherMiddleware:
     ``request.watcher_v2`` failed, the API v2 connect page); Watcher or the token store being
     down answers 503 with ``Retry-After``; Watcher's 403 answers 403; and so on, never 500.
     ``requests`` errors on calls to Watcher (``raise_for_status()``) are answered too.
+
+    Async views get ``await request.awatcher()`` (and ``awatcher_v2()``,
+    ``awatcher_system()``): the same user's :class:`~watcher_auth.AsyncWatcherClient` from
+    the process's :func:`~django_watcher_auth.conf.get_async_manager`, closed after the
+    response. The middleware runs sync or async, as the rest of the stack does (ASGI).
     """
 
     sync_capable = True
-    async_capable = False
+    async_capable = True
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.async_mode:
+            return self.__acall__(request)
         attach_watcher(request)
-        return self.get_response(request)
+        response: HttpResponse = self.get_response(request)
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        attach_watcher(request)
+        get_response: Callable[[HttpRequest], Awaitable[HttpResponse]] = self.get_response
+        try:
+            return await get_response(request)
+        finally:
+            await aclose_watchers(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         """The policy's answer to a library failure; ``None`` lets other exceptions through."""

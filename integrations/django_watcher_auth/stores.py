@@ -31,13 +31,13 @@ from django_watcher_auth._time import as_datetime
 from django_watcher_auth.models import WatcherAccount
 from watcher_auth import (
     ConfigurationError,
+    KeyedLocks,
     StoreError,
     StoreKey,
     StoreLockTimeout,
     TokenPair,
     TokenStore,
 )
-from watcher_auth._locks import KeyedLocks
 from watcher_auth.crypto import TokenCipher
 from watcher_auth.stores import (
     AsyncStoreAdapter,
@@ -105,9 +105,9 @@ class DjangoModelStore(TokenStore):
     With ``ATOMIC_REQUESTS`` on the store's database, point ``using`` at a second alias of
     the same database, so a refresh commits at once instead of with the request.
 
-    On PostgreSQL (psycopg 3) every save and delete sends ``pg_notify`` with the key's text
-    in its transaction and :meth:`watch` listens on a connection of its own; on other
-    databases there is no change channel and copies are trusted for ``staleness_bound``.
+    On PostgreSQL with psycopg 3 every save and delete sends ``pg_notify`` with the key's
+    text in its transaction and :meth:`watch` listens on a connection of its own; elsewhere
+    there is no change channel and copies are trusted for ``staleness_bound``.
 
     Args:
         using: the database alias; by default the router's choice for the model.
@@ -225,8 +225,7 @@ class DjangoModelStore(TokenStore):
             self._listen_connection, self._channel() or "", on_change, repr(self)
         )
         self._watches.append(listener)
-        listener.start(WATCH_CONNECT_WAIT)
-        return listener
+        return listener.start(WATCH_CONNECT_WAIT)
 
     def close(self) -> None:
         for listener in self._watches:
@@ -244,6 +243,10 @@ class DjangoModelStore(TokenStore):
         except DatabaseError as exc:
             raise self._failure("read", exc) from exc
         return (StoreKey(server=s, user=u, api=a) for s, u, a in found)
+
+    def as_async(self) -> AsyncDjangoModelStore:
+        """This store for an async manager (see :class:`AsyncDjangoModelStore`)."""
+        return AsyncDjangoModelStore(self)
 
     # --- beyond the contract --------------------------------------------------------------
 
@@ -303,7 +306,10 @@ class DjangoModelStore(TokenStore):
     def _channel(self) -> str | None:
         if connections[self.using].vendor != "postgresql":
             return None
-        return channel_name(WatcherAccount._meta.db_table)
+        from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+        # The listener needs psycopg 3; with psycopg2 there is no channel.
+        return channel_name(WatcherAccount._meta.db_table) if is_psycopg3 else None
 
     def _notify(self, key: StoreKey) -> None:
         channel = self._channel()
@@ -374,8 +380,9 @@ class DjangoCacheStore(TokenStore):
 
     A per-process cache (``LocMemCache``) is fine for one process only, and a cache that
     evicts (memcached, Redis with an eviction policy) may drop a record, after which the
-    person connects again. The store has no change channel: copies are trusted for
-    ``staleness_bound`` seconds.
+    person connects again. On ``RedisCache`` every save and delete publishes the key's text
+    in the same round trip and :meth:`watch` listens for it; other caches have no change
+    channel, and copies are trusted for ``staleness_bound`` seconds.
 
     Args:
         alias: the ``CACHES`` alias.
@@ -403,6 +410,8 @@ class DjangoCacheStore(TokenStore):
         self.lease = max(1, math.ceil(lease))
         self.poll_interval = poll_interval
         self.staleness_bound = staleness_bound
+        self._watches: list[StoreWatch] = []
+        after_fork_in_child(self, DjangoCacheStore._forget_watches)
         try:
             cache = self.cache
         except InvalidCacheBackendError as exc:
@@ -422,10 +431,73 @@ class DjangoCacheStore(TokenStore):
 
     def save(self, key: StoreKey, pair: TokenPair) -> None:
         token = self.cipher.dumps(pair, key).decode("ascii")
-        self._call("write", lambda cache: cache.set(self._key("record", key), token, None))
+        self._call("write", lambda cache: self._write(cache, key, token))
 
     def delete(self, key: StoreKey) -> None:
-        self._call("write", lambda cache: cache.delete(self._key("record", key)))
+        self._call("write", lambda cache: self._write(cache, key, None))
+
+    def watch(self, on_change: ChangeListener) -> StoreWatch | None:
+        """Listen for changes on ``RedisCache``; ``None`` on other caches.
+
+        ``on_change`` runs on the listener's thread.
+        """
+        cache = self.cache
+        if not isinstance(cache, RedisCache):
+            return None
+        from watcher_auth.stores.redis import watch_channel
+
+        client = self._redis_client(cache)
+        channel = cache.make_and_validate_key(self._channel_name)
+        watch: StoreWatch = self._call(
+            "watch", lambda _cache: watch_channel(client, channel, on_change, repr(self))
+        )
+        self._watches.append(watch)
+        return watch
+
+    def close(self) -> None:
+        for watch in self._watches:
+            watch.close()
+        self._watches.clear()
+
+    def _forget_watches(self) -> None:
+        # In a forked child the listener threads are gone and their sockets are the parent's.
+        for watch in self._watches:
+            forget = getattr(watch, "forget_after_fork", None)
+            if forget is not None:
+                forget()
+        self._watches = []
+
+    def as_async(self) -> AsyncDjangoCacheStore:
+        """This store for an async manager (see :class:`AsyncDjangoCacheStore`)."""
+        return AsyncDjangoCacheStore(self)
+
+    def _write(self, cache: BaseCache, key: StoreKey, token: str | None) -> None:
+        name = self._key("record", key)
+        if not isinstance(cache, RedisCache):
+            if token is None:
+                cache.delete(name)
+            else:
+                cache.set(name, token, None)
+            return
+        # On Redis the change is published in the same round trip as the write.
+        full = cache.make_and_validate_key(name)
+        redis_cache: Any = cache
+        with self._redis_client(cache).pipeline(transaction=True) as pipe:
+            if token is None:
+                pipe.delete(full)
+            else:
+                pipe.set(full, redis_cache._cache._serializer.dumps(token))
+            pipe.publish(cache.make_and_validate_key(self._channel_name), str(key))
+            pipe.execute()
+
+    @property
+    def _channel_name(self) -> str:
+        return f"{self.key_prefix}:changes"
+
+    @staticmethod
+    def _redis_client(cache: RedisCache) -> Any:
+        redis_cache: Any = cache
+        return redis_cache._cache.get_client(None, write=True)
 
     @contextmanager
     def lock(self, key: StoreKey, *, timeout: float) -> Iterator[None]:
@@ -525,7 +597,7 @@ class DjangoCacheStore(TokenStore):
 
 
 class AsyncDjangoModelStore(AsyncStoreAdapter):
-    """The async twin of :class:`DjangoModelStore` (same options).
+    """The async twin of :class:`DjangoModelStore`: give it one, or its options.
 
     Django's database connections belong to threads: reads and writes run on Django's
     thread-sensitive executor (``sync_to_async(thread_sensitive=True)``, as Django's own
@@ -535,8 +607,8 @@ class AsyncDjangoModelStore(AsyncStoreAdapter):
 
     store: DjangoModelStore
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(DjangoModelStore(**options))
+    def __init__(self, store: DjangoModelStore | None = None, **options: Any) -> None:
+        super().__init__(store if store is not None else DjangoModelStore(**options))
 
     async def aclose(self) -> None:
         """Stop watching and close the connection of Django's thread-sensitive executor."""
@@ -559,7 +631,7 @@ class AsyncDjangoModelStore(AsyncStoreAdapter):
 
 
 class AsyncDjangoCacheStore(AsyncStoreAdapter):
-    """The async twin of :class:`DjangoCacheStore` (same options).
+    """The async twin of :class:`DjangoCacheStore`: give it one, or its options.
 
     Django's cache backends answer their async methods by running the sync ones in a
     thread; this store does the same for every call, and holds each lock (and its lease
@@ -568,8 +640,8 @@ class AsyncDjangoCacheStore(AsyncStoreAdapter):
 
     store: DjangoCacheStore
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(DjangoCacheStore(**options))
+    def __init__(self, store: DjangoCacheStore | None = None, **options: Any) -> None:
+        super().__init__(store if store is not None else DjangoCacheStore(**options))
 
     def __repr__(self) -> str:
         return (

@@ -22,6 +22,16 @@ system key (``WATCHER_SYSTEM_API_KEY``, super-admin rights: staff-only views)::
     def my_cameras():
         return {"cameras": [c["name"] for c in current_watcher_v2.paginate("cameras")]}
 
+Async views use ``current_watcher_async`` (and ``current_watcher_v2_async``,
+``current_watcher_system_async``), an :class:`~watcher_auth.AsyncWatcherClient` for the same
+user, from a per-process :class:`~watcher_auth.AsyncTokenManager` on the same store; it is
+closed when the view returns (Flask runs each async view on an event loop of its own)::
+
+    @app.get("/cameras.json")
+    @watcher_required
+    async def cameras_json():
+        return [s["name"] async for s in current_watcher_async.paginate("streams")]
+
 The user key comes from Flask-Login's ``current_user`` or from a
 ``@watcher_auth.user_key_loader`` function. The blueprint ``watcher_auth`` (under
 ``WATCHER_URL_PREFIX``) has the ``connect``, ``connect_v2`` (an API v2 user key or password),
@@ -45,6 +55,7 @@ WATCHER_ENCRYPTION_KEYS   ``[]`` (``SECRET_KEY``)       keys encrypting stored t
 WATCHER_TIMEOUT           ``10.0``                      seconds per request to Watcher
 WATCHER_REFRESH_MARGIN    ``None`` (10%, <= 60 s)       seconds before expiry to refresh
 WATCHER_LOCK_TIMEOUT      ``30.0``                      seconds to wait for another refresh
+WATCHER_DEADLINE          ``None`` (30 s or 2 x timeout) seconds a login or refresh may take
 WATCHER_LOCAL_CACHE_SIZE  ``10000``                     fresh pairs cached per process
 WATCHER_VERIFY_TLS        ``True``                      TLS verification, or a CA bundle path
 WATCHER_SERVICE_USERNAME  ``None`` (or environment)     a service account for users who
@@ -79,8 +90,11 @@ from flask_watcher_auth._extension import (
     WatcherAuth,
     WatcherState,
     current_watcher,
+    current_watcher_async,
     current_watcher_system,
+    current_watcher_system_async,
     current_watcher_v2,
+    current_watcher_v2_async,
     get_state,
     watcher_required,
     watcher_v2_required,
@@ -101,8 +115,11 @@ __all__ = [
     "WatcherSettings",
     "WatcherState",
     "current_watcher",
+    "current_watcher_async",
     "current_watcher_system",
+    "current_watcher_system_async",
     "current_watcher_v2",
+    "current_watcher_v2_async",
     "get_state",
     "safe_next_url",
     "watcher_connected",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 
 import click
@@ -13,8 +14,10 @@ from flask_watcher_auth._views import forget
 from watcher_auth import (
     MemoryStore,
     StoreError,
+    StoreKey,
     TokenDecryptionError,
     TokenManager,
+    TokenStore,
     WatcherAuthError,
 )
 from watcher_auth.web import portal_id, portal_key, unreadable_keys
@@ -26,30 +29,68 @@ watcher_cli = AppGroup("watcher", help="The Watcher accounts of this portal's us
 
 @watcher_cli.command("status")
 def status_command() -> None:
-    """List the user keys with a connected Watcher account."""
+    """List every stored Watcher account: API, Watcher user, access token expiry (on Watcher's
+    clock, and how long from now), last refresh and connected since. Never prints a token."""
     state = get_state()
     manager = state.manager
+    store = state.store
     click.echo(f"Watcher: {manager.server}")
-    click.echo(f"Store:   {state.store!r}")
-    keys = list(state.store.iter_keys(server=manager.server, api="v3"))
-    if not keys:
+    click.echo(f"Store:   {store!r}")
+    if type(store).iter_keys is TokenStore.iter_keys:
+        click.echo(
+            f"The {type(store).__name__} store cannot list its records, so its connected "
+            "accounts cannot be shown here."
+        )
+        return
+    now = (state.settings.clock or time.time)()
+    try:
+        rows = [_status_row(store, skey, now) for skey in store.iter_keys(server=manager.server)]
+    except StoreError as exc:
+        raise click.ClickException(f"the token store failed: {exc}") from None
+    found = [row for row in rows if row is not None]
+    if not found:
         click.echo("No connected Watcher accounts (a memory store lists only this process's).")
         return
-    click.echo(f"{'USER KEY':<24} {'WATCHER USER':<24} {'ACCESS TOKEN EXPIRES (UTC)':<26}")
-    for skey in keys:
-        who = _user_id(skey.user)
-        try:
-            pair = state.store.load(skey)
-        except TokenDecryptionError:
-            click.echo(f"{who:<24} (needs reconnect: the current keys cannot read it)")
-            continue
-        except StoreError as exc:
-            click.echo(f"{who:<24} (unreadable: {exc})")
-            continue
-        if pair is None:
-            continue
-        click.echo(f"{who:<24} {pair.username or '?':<24} {_utc(pair.local_expires_at):<26}")
-    click.echo(f"{len(keys)} connected account(s).")
+    header = (
+        "USER",
+        "WATCHER USER",
+        "API",
+        "ACCESS TOKEN EXPIRES (WATCHER CLOCK)",
+        "LAST REFRESH",
+        "CONNECTED SINCE",
+    )
+    table = [header, *found]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+    click.echo(f"{len(found)} connected account(s).")
+
+
+def _status_row(store: TokenStore, skey: StoreKey, now: float) -> tuple[str, ...] | None:
+    """The status line of ``skey``'s record, or ``None`` when it is gone."""
+    who = _user_id(skey.user)
+    try:
+        pair = store.load(skey)
+    except TokenDecryptionError:
+        return (who, "?", skey.api, "cannot be read (needs reconnect)", "-", "-")
+    except StoreError as exc:
+        return (who, "?", skey.api, f"unreadable: {exc}", "-", "-")
+    if pair is None:
+        return None
+    if pair.expires_at is None or pair.local_expires_at is None:
+        expiry = "no expiry"
+    else:
+        left = pair.local_expires_at - now
+        relative = f"in {int(left)} s" if left > 0 else f"expired {int(-left)} s ago"
+        expiry = f"{_utc(pair.expires_at)} ({relative})"
+    return (
+        who,
+        pair.username or "?",
+        skey.api,
+        expiry,
+        _utc(pair.refreshed_at),
+        _utc(pair.connected_at),
+    )
 
 
 @watcher_cli.command("disconnect")
@@ -144,4 +185,4 @@ def _check_reachable(probe: TokenManager, verify: bool | str) -> None:
 def _utc(timestamp: float | None) -> str:
     if timestamp is None:
         return "never"
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")

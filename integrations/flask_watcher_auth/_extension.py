@@ -1,6 +1,6 @@
-"""The extension object, its per-app state, ``current_watcher`` and ``watcher_required``, and
+"""The extension object, its per-app state, ``current_watcher`` and ``watcher_required``,
 their API v2 twins ``current_watcher_v2``, ``current_watcher_system`` and
-``watcher_v2_required``."""
+``watcher_v2_required``, and the async views' ``current_watcher_async`` (and its v2 twins)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import importlib
 import logging
 import os
 import threading
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlencode
 
 import requests
@@ -51,6 +51,8 @@ from watcher_auth import (
     WatcherSession,
     web,
 )
+from watcher_auth.otel import instrument
+from watcher_auth.stores import resolve_async_store
 from watcher_auth.v2 import WatcherV2Session
 from watcher_auth.web import (
     ErrorAnswer,
@@ -61,6 +63,11 @@ from watcher_auth.web import (
     service_key,
 )
 
+if TYPE_CHECKING:
+    import httpx
+
+    from watcher_auth import AsyncTokenManager, AsyncWatcherClient
+
 __all__ = [
     "EXTENSION_KEY",
     "SERVICE_ACCOUNT_KEY",
@@ -68,8 +75,11 @@ __all__ = [
     "WatcherState",
     "answer_response",
     "current_watcher",
+    "current_watcher_async",
     "current_watcher_system",
+    "current_watcher_system_async",
     "current_watcher_v2",
+    "current_watcher_v2_async",
     "get_state",
     "watcher_required",
     "watcher_v2_required",
@@ -132,8 +142,15 @@ class WatcherAuth:
         app.after_request(refuse_framing)
         app.register_error_handler(WatcherAuthError, _handle_watcher_error)
         app.register_error_handler(requests.RequestException, _handle_requests_error)
+        try:
+            import httpx
+        except ImportError:  # no async views without it
+            pass
+        else:  # an async view's raise_for_status() on Watcher's answer
+            app.register_error_handler(httpx.HTTPStatusError, _handle_requests_error)
         app.teardown_appcontext(_close_request_session)
         app.cli.add_command(watcher_cli)
+        _close_async_clients_after(app)
 
     def user_key_loader(self, loader: UserKeyLoader) -> UserKeyLoader:
         """Register ``loader() -> str | None`` giving the signed-in portal user's key.
@@ -222,6 +239,8 @@ class WatcherState:
         self.failures = FailureLog(logging.getLogger("flask_watcher_auth"))
         self._manager: TokenManager | None = None
         self._manager_pid = 0
+        self._async_manager: AsyncTokenManager | None = None
+        self._async_manager_pid = 0
         self._guard = threading.Lock()
         self._make_manager()  # Now, so wrong settings fail at start-up.
 
@@ -236,6 +255,46 @@ class WatcherState:
                     manager = self._make_manager()
         return manager
 
+    @property
+    def async_manager(self) -> AsyncTokenManager:
+        """This process's :class:`~watcher_auth.AsyncTokenManager`, for async views.
+
+        It keeps its records in the same store as :attr:`manager` (run in worker threads,
+        so any event loop can use it: Flask runs each async view on a new one) and keeps no
+        per-process copies: each async request reads the store. Needs ``httpx``.
+        """
+        manager = self._async_manager
+        if manager is None or self._async_manager_pid != os.getpid():
+            with self._guard:
+                manager = self._async_manager
+                if manager is None or self._async_manager_pid != os.getpid():
+                    manager = self._make_async_manager()
+        return manager
+
+    def _make_async_manager(self) -> AsyncTokenManager:
+        from watcher_auth import AsyncTokenManager
+
+        settings = self.settings
+        options: dict[str, Any] = {}
+        if settings.clock is not None:
+            options["clock"] = settings.clock
+        manager = AsyncTokenManager(
+            settings.url,
+            store=resolve_async_store(self.store),
+            credentials=self._service_credentials if settings.has_service_account else None,
+            timeout=settings.timeout,
+            refresh_margin=settings.refresh_margin,
+            lock_timeout=settings.lock_timeout,
+            # A change channel would report to the event loop that opened it, and each async
+            # view's loop is closed after it: no copies, so none can go stale unnoticed.
+            local_cache_size=0,
+            verify=settings.verify_tls,
+            **options,
+        )
+        manager.add_listener(self._send_signal)
+        self._async_manager, self._async_manager_pid = manager, os.getpid()
+        return manager
+
     def _make_manager(self) -> TokenManager:
         settings = self.settings
         options: dict[str, Any] = {}
@@ -248,11 +307,14 @@ class WatcherState:
             timeout=settings.timeout,
             refresh_margin=settings.refresh_margin,
             lock_timeout=settings.lock_timeout,
+            deadline=settings.deadline,
             local_cache_size=settings.local_cache_size,
             verify=settings.verify_tls,
             **options,
         )
         manager.add_listener(self._send_signal)
+        if settings.opentelemetry is not None:
+            instrument(manager, user_key=settings.opentelemetry)
         self._manager, self._manager_pid = manager, os.getpid()
         return manager
 
@@ -485,6 +547,120 @@ current_watcher_system: WatcherV2Session = cast(
 )
 
 
+# Where this request's async clients are kept on g: (owner request, {api: client}).
+_ASYNC_SLOT = "_watcher_async_clients"
+
+
+def _request_async_client(api: str) -> AsyncWatcherClient:
+    if api != "system" and not has_request_context():
+        raise RuntimeError(
+            f"{_PROXY_NAMES[api]}_async was used outside a request: it belongs to the signed-in "
+            "portal user. Outside a request use get_state(app).async_manager.session(user_key)"
+        )
+    if api == "system" and not has_app_context():
+        raise RuntimeError("current_watcher_system_async was used outside an application context")
+    owner = _request_owner()
+    held: tuple[object, dict[str, AsyncWatcherClient]] | None = g.get(_ASYNC_SLOT)
+    if held is None or held[0] is not owner:
+        held = (owner, {})
+        setattr(g, _ASYNC_SLOT, held)
+    client = held[1].get(api)
+    if client is not None and not client.is_closed:
+        return client
+    state = get_state()
+    manager = state.async_manager
+    if api == "system":
+        system_key = state.settings.system_api_key
+        if system_key is None:
+            raise ConfigurationError(
+                "current_watcher_system_async needs Watcher's API v2 system key: set "
+                f"WATCHER_SYSTEM_API_KEY in the app's config or the environment variable "
+                f"{SYSTEM_API_KEY_ENV}"
+            )
+        client = manager.v2_system_session(system_key)
+    elif api == "v2":
+        g._watcher_v2_wanted = owner
+        client = manager.v2_session(state.watcher_v2_key())
+    else:
+        client = manager.session(state.watcher_key())
+    if owner is not None:
+        last = _last_answer(owner)
+
+        async def remember(response: httpx.Response) -> None:
+            last.status = response.status_code
+            last.was_json = "json" in response.headers.get("Content-Type", "").lower()
+
+        client.event_hooks["response"].append(remember)
+    held[1][api] = client
+    return client
+
+
+async def close_async_clients() -> None:
+    """Close the async clients made so far on this event loop, and the manager's connection
+    pool for it. The extension does this when each async view (or hook) returns."""
+    held: tuple[object, dict[str, AsyncWatcherClient]] | None = g.get(_ASYNC_SLOT)
+    if held is not None:
+        clients = list(held[1].values())
+        held[1].clear()
+        for client in clients:
+            await client.aclose()
+    state = get_state()
+    if state._async_manager is not None:
+        await state._async_manager.aclose()
+
+
+def _close_async_clients_after(app: Flask) -> None:
+    """Make ``app`` close this extension's async clients at the end of each async function.
+
+    Flask runs every async view and hook on a new event loop, closed after it returns; the
+    connections opened on that loop must be closed on it. Flask's documented way to change
+    how it runs them is overriding ``async_to_sync``; this wraps the app's own.
+    """
+    run_on_new_loop = app.async_to_sync
+
+    def async_to_sync(func: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        async def then_close(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await func(*args, **kwargs)
+            finally:
+                await close_async_clients()
+
+        return run_on_new_loop(then_close)
+
+    app.async_to_sync = async_to_sync  # type: ignore[method-assign]
+
+
+def _current_async() -> AsyncWatcherClient:
+    return _request_async_client("v3")
+
+
+def _current_v2_async() -> AsyncWatcherClient:
+    return _request_async_client("v2")
+
+
+def _current_system_async() -> AsyncWatcherClient:
+    return _request_async_client("system")
+
+
+#: The signed-in user's Watcher client for ``async def`` views: an
+#: :class:`~watcher_auth.AsyncWatcherClient` (``await current_watcher_async.get("streams")``,
+#: ``async for s in current_watcher_async.paginate("streams")``) from
+#: :attr:`WatcherState.async_manager`. Made on first use in each request and closed when the
+#: view returns. The same errors as :data:`current_watcher`.
+current_watcher_async: AsyncWatcherClient = cast("AsyncWatcherClient", LocalProxy(_current_async))
+
+#: The signed-in user's API v2 client for ``async def`` views (see :data:`current_watcher_v2`).
+current_watcher_v2_async: AsyncWatcherClient = cast(
+    "AsyncWatcherClient", LocalProxy(_current_v2_async)
+)
+
+#: An API v2 client with Watcher's system key for ``async def`` views (staff-only views).
+current_watcher_system_async: AsyncWatcherClient = cast(
+    "AsyncWatcherClient", LocalProxy(_current_system_async)
+)
+
+
 def watcher_required(view: F) -> F:
     """Only run ``view`` for a user whose Watcher account is connected and usable.
 
@@ -568,8 +744,9 @@ def _handle_watcher_error(exc: WatcherAuthError) -> BaseResponse:
     return answer_response(exc, answer)
 
 
-def _handle_requests_error(exc: requests.RequestException) -> BaseResponse:
-    """A ``requests`` failure on a call to Watcher (a ``raise_for_status()`` included)."""
+def _handle_requests_error(exc: Exception) -> BaseResponse:
+    """A ``requests`` failure on a call to Watcher (a ``raise_for_status()`` included), or an
+    ``httpx`` ``raise_for_status()`` one."""
     answer = error_answer(exc, watcher_origin=get_state().settings.url)
     if answer is None:
         raise exc  # not a call to Watcher: not ours to answer
@@ -609,6 +786,7 @@ def answer_response(exc: BaseException, answer: ErrorAnswer) -> BaseResponse:
 
 
 def _close_request_session(exc: BaseException | None) -> None:
+    g.pop(_ASYNC_SLOT, None)  # closed on their own event loop, when the async view returned
     g.pop("_watcher_v2_wanted", None)
     g.pop("_watcher_last_answer", None)
     for slot in _SLOTS.values():

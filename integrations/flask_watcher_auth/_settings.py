@@ -22,6 +22,7 @@ from watcher_auth import (
     resolve_store,
 )
 from watcher_auth.crypto import TokenCipher
+from watcher_auth.otel import UserKeyAttribute, parse_setting
 from watcher_auth.v2 import SYSTEM_API_KEY_ENV, system_api_key_setting
 
 __all__ = [
@@ -47,6 +48,7 @@ CONFIG_DEFAULTS: Mapping[str, Any] = {
     "WATCHER_TIMEOUT": 10.0,
     "WATCHER_REFRESH_MARGIN": None,
     "WATCHER_LOCK_TIMEOUT": 30.0,
+    "WATCHER_DEADLINE": None,
     "WATCHER_LOCAL_CACHE_SIZE": 10_000,
     "WATCHER_VERIFY_TLS": True,
     "WATCHER_ENCRYPTION_KEYS": [],
@@ -58,6 +60,7 @@ CONFIG_DEFAULTS: Mapping[str, Any] = {
     "WATCHER_SYSTEM_API_KEY": None,
     "WATCHER_MULTIPROCESS": None,
     "WATCHER_CHECK_STORE_ON_START": False,
+    "WATCHER_OPENTELEMETRY": False,
 }
 
 #: Read when ``WATCHER_MULTIPROCESS`` is ``None``: the worker count gunicorn and uvicorn take
@@ -81,6 +84,7 @@ class WatcherSettings:
     timeout: float | tuple[float, float]
     refresh_margin: float | Callable[[float | None], float] | None
     lock_timeout: float
+    deadline: float | None
     local_cache_size: int
     verify_tls: bool | str
     encryption_keys: tuple[str | bytes, ...] = field(repr=False)
@@ -94,6 +98,7 @@ class WatcherSettings:
     multiprocess: bool = False
     check_store_on_start: bool = False
     encryption_from_secret_key: bool = False
+    opentelemetry: UserKeyAttribute | None = None
 
     @property
     def has_service_account(self) -> bool:
@@ -205,6 +210,9 @@ def load_settings(app: Flask) -> WatcherSettings:
         timeout=_timeout(config["WATCHER_TIMEOUT"]),
         refresh_margin=margin,
         lock_timeout=_number(config["WATCHER_LOCK_TIMEOUT"], "WATCHER_LOCK_TIMEOUT"),
+        deadline=None
+        if config["WATCHER_DEADLINE"] is None
+        else _number(config["WATCHER_DEADLINE"], "WATCHER_DEADLINE"),
         local_cache_size=cache_size,
         verify_tls=verify,
         encryption_keys=tuple(k for k in keys if k),
@@ -218,6 +226,9 @@ def load_settings(app: Flask) -> WatcherSettings:
         system_api_key=_system_api_key(config["WATCHER_SYSTEM_API_KEY"]),
         multiprocess=_multiprocess(config["WATCHER_MULTIPROCESS"]),
         check_store_on_start=bool(config["WATCHER_CHECK_STORE_ON_START"]),
+        opentelemetry=parse_setting(
+            config["WATCHER_OPENTELEMETRY"], setting="WATCHER_OPENTELEMETRY"
+        ),
     )
 
 

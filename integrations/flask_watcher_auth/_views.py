@@ -34,7 +34,7 @@ from watcher_auth import (
     WatcherUnavailable,
     web,
 )
-from watcher_auth.v2._policy import check_secret
+from watcher_auth.v2 import check_secret
 
 __all__ = [
     "MAX_API_KEY_LENGTH",
@@ -262,7 +262,7 @@ def _read_credentials(form: Any) -> tuple[str, str, str | None]:
         return username, "", f"The password is longer than {MAX_PASSWORD_LENGTH} characters."
     if _has_control_characters(username) or ":" in username:
         return "", "", "The username contains characters Watcher does not accept."
-    if _has_control_characters(password):
+    if _has_control_codes(password):
         return username, "", "The password contains control characters."
     return username, password, None
 
@@ -301,7 +301,7 @@ def _read_v2_credentials(form: Any, mode: str) -> tuple[str, str, str | None]:
         return username, "", f"The {what} is longer than {limit} characters."
     if _has_control_characters(username):
         return "", "", "The username contains characters Watcher does not accept."
-    if _has_control_characters(secret):
+    if _has_control_characters(secret) if mode == MODE_API_KEY else _has_control_codes(secret):
         return username, "", f"The {what} contains control characters."
     if mode == MODE_API_KEY:
         # The key and its login travel in HTTP headers, which take printable ASCII only.
@@ -331,6 +331,12 @@ def _connect_v2(key: str, username: str, mode: str, secret: str) -> tuple[str | 
         logger.warning("Watcher's answer to an API v2 connect for key %r was not understood", key)
         return "Watcher gave an answer this site does not understand. Try again later.", 502
     return None, 200
+
+
+def _has_control_codes(text: str) -> bool:
+    """NUL, ESC, line breaks...: refused in passwords, where format characters (the joiner
+    inside an emoji sequence) are part of what people type."""
+    return any(unicodedata.category(c) == "Cc" for c in text)
 
 
 def _has_control_characters(text: str) -> bool:

@@ -69,7 +69,7 @@ def test_a_camera_row_falls_back_to_the_name_and_reads_alive(portal: Any) -> Non
 
 
 def test_an_api_v2_camera_row_falls_back_to_the_name_and_reads_alive(portal: Any) -> None:
-    assert portal.v2_camera_row({"name": "cam-7", "alive": True}) == {
+    assert portal.v2_camera_row({"name": "cam-7", "stream_status": {"alive": True}}) == {
         "name": "cam-7",
         "title": "cam-7",
         "alive": True,

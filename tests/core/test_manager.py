@@ -1,8 +1,13 @@
-"""The token manager against the Watcher emulator over loopback."""
+"""The token manager against the Watcher emulator over loopback.
+
+Every test that takes ``drivers`` runs three times: through :class:`TokenManager` with
+``requests`` sessions, through its ``httpx.Client``, and through :class:`AsyncTokenManager`
+(see tests/asyncio/drivers.py). The sync and async managers share one lifecycle; these tests
+are what keeps what a user sees from either the same.
+"""
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import time
@@ -10,10 +15,11 @@ import time
 import jwt
 import pytest
 
+from tests.asyncio.drivers import Driver, Drivers
+from tests.asyncio.servers import foreign_server
 from watcher_auth import (
     EventType,
     InvalidCredentials,
-    MemoryStore,
     NotConnected,
     ReauthenticationRequired,
     TokenManager,
@@ -28,6 +34,7 @@ from watcher_auth.testing.storm import run_storm
 
 KEY = "portal-user-42"
 LIFETIME = 300.0
+HMAC_KEY = "a-32-byte-long-hmac-key-for-tests"
 
 
 @pytest.fixture
@@ -36,31 +43,38 @@ def emulator(watcher_emulator_factory, fake_clock: FakeClock) -> WatcherEmulator
 
 
 @pytest.fixture
-def manager(emulator: WatcherEmulator, fake_clock: FakeClock) -> TokenManager:
-    return TokenManager(
-        emulator.url, store=MemoryStore(), clock=fake_clock, timeout=2.0, deadline=2.0
+def manager(drivers: Drivers, emulator: WatcherEmulator, fake_clock: FakeClock) -> Driver:
+    return drivers(
+        emulator.url, store=drivers.memory_store(), clock=fake_clock, timeout=2.0, deadline=2.0
     )
 
 
 @pytest.fixture
-def connected(manager: TokenManager) -> TokenManager:
+def connected(manager: Driver) -> Driver:
     manager.login(KEY, username="alice", password="secret")
     return manager
 
 
+def hand_made_pair(clock: FakeClock) -> TokenPair:
+    """A pair for a server that only records what it receives (it checks no signature)."""
+    token = jwt.encode({"exp": clock() + 300}, HMAC_KEY, "HS256")
+    return TokenPair(token, "r", clock() + 300)
+
+
 def test_login_stores_a_pair_read_from_the_jwt(
-    manager: TokenManager, emulator: WatcherEmulator, fake_clock: FakeClock
+    manager: Driver, emulator: WatcherEmulator, fake_clock: FakeClock
 ) -> None:
     pair = manager.login(KEY, username="alice", password="secret")
     claims = jwt.decode(pair.access_token, options={"verify_signature": False})
     assert pair.expires_at == claims["exp"] and pair.username == "alice"
     assert pair.local_expires_at == pytest.approx(fake_clock() + LIFETIME, abs=1)
     assert manager.tokens(KEY) == pair
+    assert manager.is_connected(KEY)
     assert emulator.stats.password_logins == 1
 
 
 def test_a_wrong_password_raises_invalid_credentials_and_stores_nothing(
-    manager: TokenManager, emulator: WatcherEmulator
+    manager: Driver, emulator: WatcherEmulator
 ) -> None:
     with pytest.raises(InvalidCredentials):
         manager.login(KEY, username="alice", password="wrong")
@@ -69,7 +83,7 @@ def test_a_wrong_password_raises_invalid_credentials_and_stores_nothing(
 
 
 def test_a_call_carries_the_bearer_token_to_the_v3_root(
-    connected: TokenManager, emulator: WatcherEmulator
+    connected: Driver, emulator: WatcherEmulator
 ) -> None:
     response = connected.session(KEY).get("streams")
     assert response.status_code == 200
@@ -82,25 +96,27 @@ def test_a_call_carries_the_bearer_token_to_the_v3_root(
 
 
 def test_paginate_follows_the_cursor_to_the_end(
-    watcher_emulator_factory, fake_clock: FakeClock
+    drivers: Drivers, watcher_emulator_factory, fake_clock: FakeClock
 ) -> None:
     emulator = watcher_emulator_factory(clock=fake_clock, seed_users=False)
     emulator.add_user("carol", "pw", streams=25)
-    manager = TokenManager(emulator.url, clock=fake_clock)
+    manager = drivers(emulator.url, clock=fake_clock)
     manager.login(KEY, username="carol", password="pw")
     names = [s["name"] for s in manager.session(KEY).paginate("streams", limit=10)]
     assert len(names) == 25 and len(set(names)) == 25
     assert emulator.stats.calls == 3
 
 
-def test_a_key_without_tokens_is_not_connected(manager: TokenManager) -> None:
+def test_a_key_without_tokens_is_not_connected(manager: Driver, emulator: WatcherEmulator) -> None:
     with pytest.raises(NotConnected) as caught:
         manager.session("nobody").get("streams")
     assert caught.value.key == "nobody"
+    assert not manager.is_connected("nobody")
+    assert emulator.stats.calls == 0
 
 
 def test_no_refresh_while_the_token_is_fresh(
-    connected: TokenManager, emulator: WatcherEmulator, fake_clock: FakeClock
+    connected: Driver, emulator: WatcherEmulator, fake_clock: FakeClock
 ) -> None:
     session = connected.session(KEY)
     for _ in range(5):
@@ -110,7 +126,7 @@ def test_no_refresh_while_the_token_is_fresh(
 
 
 def test_the_token_is_refreshed_just_before_it_expires(
-    connected: TokenManager, emulator: WatcherEmulator, fake_clock: FakeClock
+    connected: Driver, emulator: WatcherEmulator, fake_clock: FakeClock
 ) -> None:
     before = connected.tokens(KEY)
     fake_clock.advance(LIFETIME - 10)
@@ -122,14 +138,26 @@ def test_the_token_is_refreshed_just_before_it_expires(
     assert after.access_token != before.access_token and after.refreshed_at == fake_clock()
 
 
+def test_current_tokens_refreshes_a_stale_pair_and_refresh_forces_one(
+    connected: Driver, emulator: WatcherEmulator, fake_clock: FakeClock
+) -> None:
+    first = connected.current_tokens(KEY)
+    fake_clock.advance(LIFETIME)
+    second = connected.current_tokens(KEY)
+    third = connected.refresh(KEY)
+    assert len({first.access_token, second.access_token, third.access_token}) == 3
+    assert connected.tokens(KEY) == third
+    assert emulator.stats.refreshes == 2
+
+
 @pytest.mark.parametrize("skew", [-600.0, 600.0])
 def test_a_skewed_server_clock_neither_refreshes_every_call_nor_401s(
-    watcher_emulator_factory, fake_clock: FakeClock, skew: float
+    drivers: Drivers, watcher_emulator_factory, fake_clock: FakeClock, skew: float
 ) -> None:
     emulator = watcher_emulator_factory(
         clock=fake_clock, access_lifetime=LIFETIME, server_clock_offset=skew
     )
-    manager = TokenManager(emulator.url, clock=fake_clock)
+    manager = drivers(emulator.url, clock=fake_clock)
     manager.login(KEY, username="alice", password="secret")
     session = manager.session(KEY)
     for _ in range(3 * 30):  # 3 lifetimes in steps of 10 s
@@ -140,51 +168,49 @@ def test_a_skewed_server_clock_neither_refreshes_every_call_nor_401s(
     assert stats.refreshes == 3
 
 
-def test_a_401_refreshes_and_retries_once(
-    connected: TokenManager, emulator: WatcherEmulator
-) -> None:
+def test_a_401_refreshes_and_retries_once(connected: Driver, emulator: WatcherEmulator) -> None:
     emulator.revoke_access_tokens("alice")
     response = connected.session(KEY).get("profile")
     assert response.status_code == 200 and response.json()["name"] == "alice"
+    assert response.history == [401]
     stats = emulator.stats
     assert (stats.unauthorized, stats.refreshes, stats.password_logins) == (1, 1, 1)
 
 
 def test_a_second_401_is_returned_to_the_caller_without_a_loop(
-    connected: TokenManager, emulator: WatcherEmulator
+    connected: Driver, emulator: WatcherEmulator
 ) -> None:
     emulator.fail_next("call", count=2, mode="401")
     response = connected.session(KEY).get("profile")
     assert response.status_code == 401
-    assert emulator.stats.refreshes == 1
+    stats = emulator.stats
+    assert (stats.unauthorized, stats.refreshes) == (2, 1)
 
 
 def test_a_put_body_is_sent_again_on_the_retry(
-    connected: TokenManager, emulator: WatcherEmulator
+    connected: Driver, emulator: WatcherEmulator
 ) -> None:
     emulator.revoke_access_tokens("alice")
     session = connected.session(KEY)
-    response = session.put("streams/alice-cam-1", json={"title": "Front door"})
+    response = session.put("streams/alice-cam-1", {"title": "Front door"})
     assert response.status_code == 200
     assert session.get("streams/alice-cam-1").json()["title"] == "Front door"
-    file_body = io.BytesIO(b'{"title": "Back door"}')
     emulator.revoke_access_tokens("alice")
-    response = session.put(
-        "streams/alice-cam-1", data=file_body, headers={"Content-Type": "application/json"}
-    )
+    response = session.put_stream("streams/alice-cam-1", b'{"title": "Back door"}')
     assert response.status_code == 200 and response.json()["title"] == "Back door"
     assert emulator.stats.refreshes == 2
 
 
 def test_revocation_makes_the_refresh_fail_and_asks_for_a_new_login(
-    connected: TokenManager, emulator: WatcherEmulator
+    connected: Driver, emulator: WatcherEmulator
 ) -> None:
     events: list[WatcherEvent] = []
     connected.add_listener(events.append)
     emulator.revoke("alice")
     with pytest.raises(ReauthenticationRequired) as caught:
         connected.session(KEY).get("profile")
-    assert caught.value.key == KEY
+    assert caught.value.key == KEY and caught.value.reason == "refresh_rejected"
+    assert caught.value.__cause__ is None and caught.value.__context__ is None
     assert connected.tokens(KEY) is None
     assert emulator.stats.rejected_refreshes == 1
     assert [e.type for e in events] == [
@@ -195,7 +221,7 @@ def test_revocation_makes_the_refresh_fail_and_asks_for_a_new_login(
 
 
 def test_a_credentials_provider_logs_in_again_once_instead(
-    emulator: WatcherEmulator, fake_clock: FakeClock
+    drivers: Drivers, emulator: WatcherEmulator, fake_clock: FakeClock
 ) -> None:
     asked: list[str] = []
 
@@ -203,7 +229,7 @@ def test_a_credentials_provider_logs_in_again_once_instead(
         asked.append(key)
         return ("alice", "secret") if key == "service" else None
 
-    manager = TokenManager(emulator.url, clock=fake_clock, credentials=provider)
+    manager = drivers(emulator.url, clock=fake_clock, credentials=provider)
     assert manager.session("service").get("profile").status_code == 200
     emulator.revoke("alice")
     assert manager.session("service").get("profile").status_code == 200
@@ -214,9 +240,29 @@ def test_a_credentials_provider_logs_in_again_once_instead(
         manager.session("someone-else").get("profile")
 
 
+def test_an_async_credentials_provider_is_awaited(
+    watcher_emulator_factory, fake_clock: FakeClock
+) -> None:
+    from tests.asyncio.drivers import AsyncDriver
+
+    emulator = watcher_emulator_factory(clock=fake_clock)
+
+    async def provider(key: str) -> tuple[str, str] | None:
+        return ("alice", "secret") if key == "service" else None
+
+    manager = AsyncDriver(emulator.url, clock=fake_clock, credentials=provider)
+    try:
+        assert manager.session("service").json("profile")["name"] == "alice"
+        with pytest.raises(NotConnected):
+            manager.session("someone-else").get("profile")
+    finally:
+        manager.close()
+    assert emulator.stats.password_logins == 1
+
+
 @pytest.mark.parametrize("mode", ["500", "502_html", "503", "drop", "hang", "reset_mid_body"])
 def test_a_transient_failure_during_refresh_keeps_the_pair_and_recovers(
-    connected: TokenManager, emulator: WatcherEmulator, fake_clock: FakeClock, mode: str
+    connected: Driver, emulator: WatcherEmulator, fake_clock: FakeClock, mode: str
 ) -> None:
     # A refresh waits for its answer until the deadline (the fixture's 2 s), not the call
     # timeout; only an answer later than that is a failure.
@@ -224,8 +270,9 @@ def test_a_transient_failure_during_refresh_keeps_the_pair_and_recovers(
     stored = connected.tokens(KEY)
     fake_clock.advance(LIFETIME + 1)
     emulator.fail_next("refresh", mode=mode)
-    with pytest.raises(WatcherUnavailable):
+    with pytest.raises(WatcherUnavailable) as caught:
         connected.session(KEY).get("profile")
+    assert caught.value.__cause__ is None and caught.value.__context__ is None
     assert connected.tokens(KEY) == stored
     assert connected.session(KEY).get("profile").status_code == 200
     stats = emulator.stats
@@ -234,7 +281,7 @@ def test_a_transient_failure_during_refresh_keeps_the_pair_and_recovers(
 
 @pytest.mark.parametrize("mode", ["non_json", "bad_jwt"])
 def test_a_malformed_refresh_answer_is_a_protocol_error_that_keeps_the_pair(
-    connected: TokenManager, emulator: WatcherEmulator, fake_clock: FakeClock, mode: str
+    connected: Driver, emulator: WatcherEmulator, fake_clock: FakeClock, mode: str
 ) -> None:
     stored = connected.tokens(KEY)
     fake_clock.advance(LIFETIME + 1)
@@ -247,7 +294,7 @@ def test_a_malformed_refresh_answer_is_a_protocol_error_that_keeps_the_pair(
 
 @pytest.mark.parametrize("mode", ["500", "drop", "non_json"])
 def test_a_failed_login_stores_nothing(
-    manager: TokenManager, emulator: WatcherEmulator, mode: str
+    manager: Driver, emulator: WatcherEmulator, mode: str
 ) -> None:
     emulator.fail_next("login", mode=mode)
     with pytest.raises((WatcherUnavailable, WatcherProtocolError)):
@@ -257,12 +304,12 @@ def test_a_failed_login_stores_nothing(
 
 @pytest.mark.parametrize("rotate", [True, False])
 def test_rotation_on_or_off_keeps_working_across_many_refreshes(
-    watcher_emulator_factory, fake_clock: FakeClock, rotate: bool
+    drivers: Drivers, watcher_emulator_factory, fake_clock: FakeClock, rotate: bool
 ) -> None:
     emulator = watcher_emulator_factory(
         clock=fake_clock, access_lifetime=LIFETIME, rotate_refresh_tokens=rotate
     )
-    manager = TokenManager(emulator.url, clock=fake_clock)
+    manager = drivers(emulator.url, clock=fake_clock)
     first = manager.login(KEY, username="alice", password="secret")
     for _ in range(4):
         fake_clock.advance(LIFETIME)
@@ -274,8 +321,11 @@ def test_rotation_on_or_off_keeps_working_across_many_refreshes(
     assert (stats.refreshes, stats.rejected_refreshes, stats.password_logins) == (4, 0, 1)
 
 
+# Origins: credentials go to Watcher's origin only, and only Watcher's answers count.
+
+
 def test_the_bearer_token_never_goes_to_another_origin(
-    connected: TokenManager, emulator: WatcherEmulator, recording_server
+    connected: Driver, emulator: WatcherEmulator, recording_server
 ) -> None:
     session = connected.session(KEY)
     session.get(recording_server.url + "/elsewhere")
@@ -285,21 +335,61 @@ def test_the_bearer_token_never_goes_to_another_origin(
 
 
 def test_a_redirect_to_another_origin_drops_the_bearer_token(
-    recording_server, second_recording_server, fake_clock: FakeClock
+    drivers: Drivers, recording_server, second_recording_server, fake_clock: FakeClock
 ) -> None:
     # The emulator never redirects, so a recording server plays Watcher here with a
     # hand-made token: what is checked is only which headers reach the redirect target.
-    manager = TokenManager(recording_server.url, clock=fake_clock)
-    token = jwt.encode({"exp": fake_clock() + 300}, "a-32-byte-long-hmac-key-for-tests", "HS256")
-    manager.store.save(manager.store_key(KEY), TokenPair(token, "r", fake_clock() + 300))
+    manager = drivers(recording_server.url, clock=fake_clock)
+    pair = hand_made_pair(fake_clock)
+    manager.save(KEY, pair)
     target = second_recording_server.url + "/landing"
     response = manager.session(KEY).get(f"{recording_server.url}/redirect?to={target}")
-    assert response.status_code == 200
-    assert recording_server.seen[0]["Authorization"] == f"Bearer {token}"
+    assert response.status_code == 200 and response.history == [302]
+    assert recording_server.seen[0]["Authorization"] == f"Bearer {pair.access_token}"
     assert "Authorization" not in second_recording_server.seen[0]
 
 
+def test_a_401_from_another_origin_is_returned_as_it_came(
+    connected: Driver, emulator: WatcherEmulator
+) -> None:
+    stored = connected.tokens(KEY)
+    with foreign_server() as foreign:
+        response = connected.session(KEY).get(foreign.url + "/status/401")
+    assert response.status_code == 401 and response.history == []
+    assert [seen["path"] for seen in foreign.seen] == ["/status/401"]
+    assert "Authorization" not in foreign.seen[0]
+    assert connected.tokens(KEY) == stored
+    stats = emulator.stats
+    assert (stats.refreshes, stats.password_logins, stats.calls) == (0, 1, 0)
+
+
+def test_a_401_after_a_redirect_to_another_origin_refreshes_nothing_and_logs_in_nobody(
+    drivers: Drivers, fake_clock: FakeClock
+) -> None:
+    asked: list[str] = []
+
+    def provider(key: str) -> tuple[str, str]:
+        asked.append(key)
+        return ("alice", "secret")
+
+    with foreign_server() as watcher, foreign_server() as elsewhere:
+        manager = drivers(watcher.url, clock=fake_clock, credentials=provider)
+        pair = hand_made_pair(fake_clock)
+        manager.save(KEY, pair)
+        target = elsewhere.url + "/status/401"
+        response = manager.session(KEY).get(f"{watcher.url}/redirect?to={target}")
+        assert response.status_code == 401 and response.history == [302]
+        # One GET each: no retry, no refresh or login POST to "Watcher".
+        assert [(s["method"], s["path"]) for s in watcher.seen] == [
+            ("GET", f"/redirect?to={target}")
+        ]
+        assert [s["path"] for s in elsewhere.seen] == ["/status/401"]
+        assert "Authorization" not in elsewhere.seen[0]
+        assert manager.tokens(KEY) == pair and asked == []
+
+
 def test_a_redirect_to_the_same_host_on_another_port_or_scheme_drops_the_token() -> None:
+    # requests' own redirect hook, fed by hand: an https Watcher cannot be served here.
     from requests import PreparedRequest, Response
 
     manager = TokenManager("https://watcher.test")
@@ -314,18 +404,19 @@ def test_a_redirect_to_the_same_host_on_another_port_or_scheme_drops_the_token()
         assert "Authorization" not in prepared.headers, target
 
 
-def test_logout_forgets_the_tokens(connected: TokenManager) -> None:
+def test_logout_forgets_the_tokens(connected: Driver) -> None:
     events: list[WatcherEvent] = []
     connected.add_listener(events.append)
     assert connected.logout(KEY) is True
     assert connected.tokens(KEY) is None and connected.logout(KEY) is False
+    assert not connected.is_connected(KEY)
     assert [e.type for e in events] == [EventType.DISCONNECTED]
     with pytest.raises(NotConnected):
         connected.session(KEY).get("profile")
 
 
 def test_events_report_connect_and_refresh_without_secrets(
-    manager: TokenManager, fake_clock: FakeClock
+    manager: Driver, fake_clock: FakeClock
 ) -> None:
     events: list[WatcherEvent] = []
     manager.add_listener(events.append)
@@ -339,13 +430,13 @@ def test_events_report_connect_and_refresh_without_secrets(
 
 
 def test_one_store_serves_several_watcher_servers(
-    watcher_emulator_factory, fake_clock: FakeClock
+    drivers: Drivers, watcher_emulator_factory, fake_clock: FakeClock
 ) -> None:
     first = watcher_emulator_factory(clock=fake_clock)
     second = watcher_emulator_factory(clock=fake_clock)
-    store = MemoryStore()
-    a = TokenManager(first.url, store=store, clock=fake_clock)
-    b = TokenManager(second.url, store=store, clock=fake_clock)
+    store = drivers.memory_store()
+    a = drivers(first.url, store=store, clock=fake_clock)
+    b = drivers(second.url, store=store, clock=fake_clock)
     a.login(KEY, username="alice", password="secret")
     b.login(KEY, username="bob", password="hunter2")
     assert a.session(KEY).get("profile").json()["name"] == "alice"
@@ -354,10 +445,13 @@ def test_one_store_serves_several_watcher_servers(
 
 
 def test_nothing_secret_is_logged_through_a_whole_flow(
-    emulator: WatcherEmulator, fake_clock: FakeClock, caplog: pytest.LogCaptureFixture
+    drivers: Drivers,
+    emulator: WatcherEmulator,
+    fake_clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    manager = TokenManager(emulator.url, clock=fake_clock)
+    manager = drivers(emulator.url, clock=fake_clock)
     issued = [manager.login(KEY, username="alice", password="secret")]
     session = manager.session(KEY)
     session.get("streams")
@@ -376,10 +470,12 @@ def test_nothing_secret_is_logged_through_a_whole_flow(
         session.get("profile")
     with pytest.raises(InvalidCredentials) as invalid:
         manager.login(KEY, username="alice", password="wrong-password")
+    errors = (unavailable, reauth, invalid)
     text = "\n".join(
-        [caplog.text, repr(manager), repr(session), repr(session.auth)]
+        [caplog.text, repr(manager.manager), repr(session.raw), repr(session.auth)]
         + [repr(p) for p in issued]
-        + [str(e.value) for e in (unavailable, reauth, invalid)]
+        + [str(e.value) for e in errors]
+        + [repr(e.value) for e in errors]
     )
     secrets = ["secret", "wrong-password"]
     for pair in issued:
@@ -388,6 +484,11 @@ def test_nothing_secret_is_logged_through_a_whole_flow(
     assert "login" in caplog.text and "refresh" in caplog.text
     leaked = [s for s in secrets if s in text]
     assert leaked == []
+    # No traceback of the flow or chained exception carries them to a crash reporter either.
+    assert all(e.value.__cause__ is None and e.value.__context__ is None for e in errors)
+
+
+# Sync-only: threads and the environment.
 
 
 def test_thirty_two_threads_on_one_key_make_one_refresh_per_expiry(
@@ -461,8 +562,7 @@ def test_proxies_from_the_environment_are_read_once_and_used(
     monkeypatch.delenv("no_proxy", raising=False)
     manager = TokenManager("http://watcher.invalid", clock=fake_clock)
     monkeypatch.delenv("HTTP_PROXY")
-    token = jwt.encode({"exp": fake_clock() + 300}, "a-32-byte-long-hmac-key-for-tests", "HS256")
-    manager.store.save(manager.store_key(KEY), TokenPair(token, "r", fake_clock() + 300))
+    manager.store.save(manager.store_key(KEY), hand_made_pair(fake_clock))
     assert manager.session(KEY).get("streams").status_code == 200
     assert (
         recording_server.seen[0]["path"] == "http://watcher.invalid/watcher/client-api/v3/streams"

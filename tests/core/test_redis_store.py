@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -11,6 +12,7 @@ import redis
 
 from watcher_auth import (
     ConfigurationError,
+    NotConnected,
     StoreError,
     StoreKey,
     TokenDecryptionError,
@@ -19,7 +21,7 @@ from watcher_auth import (
 )
 from watcher_auth.crypto import TokenCipher
 from watcher_auth.stores.redis import RedisStore
-from watcher_auth.testing import SharedClock
+from watcher_auth.testing import SharedClock, WatcherEmulator
 from watcher_auth.testing.contract import TokenStoreContract, sample_pair
 from watcher_auth.testing.pytest_plugin import EmulatorFactory
 from watcher_auth.testing.services import require_redis
@@ -202,3 +204,34 @@ def test_four_processes_of_eight_threads_share_one_login_and_one_refresh_per_exp
     assert result.errors == []
     assert result.calls == 4 * 8 * 4 * 3
     assert (stats.password_logins, stats.refreshes, stats.rejected_refreshes) == (1, 3, 0)
+
+
+def test_a_session_stops_sending_a_pair_another_process_disconnected_at_its_change_notice(
+    watcher_emulator: WatcherEmulator, make_store: MakeStore
+) -> None:
+    """A steady call sends this process's fresh copy without reading the store; the change
+    channel is what ends that copy. The copies here are trusted for a minute without the
+    channel, so only the change notice can stop the old token within two seconds."""
+    ours = TokenManager(watcher_emulator.url, store=make_store(staleness_bound=60.0))
+    theirs = TokenManager(watcher_emulator.url, store=make_store(staleness_bound=60.0))
+    ours.login("k", username="alice", password="secret")
+    session = ours.session("k")
+    for _ in range(3):
+        assert session.get("profile").status_code == 200
+
+    theirs.logout("k")
+    deadline = time.monotonic() + 2.0
+    while True:
+        try:
+            session.get("profile")
+        except NotConnected:
+            break
+        assert time.monotonic() < deadline, "the old token was still sent 2 s after logout"
+        time.sleep(0.01)
+
+    watcher_emulator.reset_stats()
+    with pytest.raises(NotConnected):
+        ours.session("k").get("profile")
+    assert watcher_emulator.call_log == []
+    ours.close()
+    theirs.close()

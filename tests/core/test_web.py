@@ -219,3 +219,13 @@ def test_a_portal_bug_after_a_good_answer_stays_the_portals() -> None:
     assert error_answer(ValueError("bad int"), last_status=200, last_was_json=True) is None
     assert error_answer(RuntimeError("bug"), last_status=500) is None  # not a parsing error
     assert error_answer(KeyError("streams")) is None  # Watcher was never asked
+
+
+def test_a_cleared_log_writes_the_next_failure_again(caplog: pytest.LogCaptureFixture) -> None:
+    log = FailureLog(logging.getLogger("test.cleared"), clock=FakeClock(5.0))
+    exc = WatcherUnavailable("down")
+    answer = error_answer(exc)
+    assert answer is not None
+    assert [log.log(exc, answer), log.log(exc, answer)] == [True, False]
+    log.clear()
+    assert log.log(exc, answer) is True

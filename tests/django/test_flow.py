@@ -230,7 +230,7 @@ def test_watcher_down_at_connect_shows_an_error(
         ("   ", "secret"),
         ("alice", ""),
         ("ali\x07ce", "secret"),
-        ("alice", "sec\u200bret"),
+        ("alice", "sec\x00ret"),
         ("al:ice", "secret"),
         ("a" * 151, "secret"),
         ("alice", "p" * 1025),

@@ -3,6 +3,8 @@ key rotation, locks across connections, and failures that never delete."""
 
 from __future__ import annotations
 
+import multiprocessing
+import queue
 import threading
 import time
 from typing import Any
@@ -384,3 +386,106 @@ def test_a_dead_holders_cache_lock_frees_itself_after_the_lease(redis_prefix: st
     with store.lock(KEY, timeout=5):
         pass
     assert time.monotonic() - started < 3
+
+
+# --- change channels ------------------------------------------------------------------------
+
+
+def _save_then_delete(make_store: Any, go: Any, written: Any) -> None:
+    """In a forked worker: save, then delete KEY, each when told, reporting when it began."""
+    store = make_store()
+    for action in ("save", "delete"):
+        go.wait(30)
+        go.clear()
+        written.put((action, time.monotonic()))
+        if action == "save":
+            store.save(KEY, sample_pair())
+        else:
+            store.delete(KEY)
+
+
+def assert_changes_in_a_worker_reach(store: Any, make_store: Any) -> None:
+    """A forked worker's save and delete reach ``store``'s watcher within a second each."""
+    arrivals: queue.Queue[tuple[float, StoreKey | None]] = queue.Queue()
+    watch = store.watch(lambda key: arrivals.put((time.monotonic(), key)))
+    assert watch is not None and watch.healthy
+    connections.close_all()  # the worker opens its own
+    ctx = multiprocessing.get_context("fork")
+    go, written = ctx.Event(), ctx.Queue()
+    worker = ctx.Process(target=_save_then_delete, args=(make_store, go, written), daemon=True)
+    worker.start()
+    delays = []
+    try:
+        for expected in ("save", "delete"):
+            go.set()
+            action, started = written.get(timeout=30)
+            arrived, key = arrivals.get(timeout=5)
+            assert (action, key) == (expected, KEY)
+            delays.append(arrived - started)
+    finally:
+        worker.join(30)
+        watch.close()
+    assert worker.exitcode == 0
+    assert max(delays) < 1.0, delays
+
+
+@pytest.mark.postgres
+@pytest.mark.multiprocess
+@pytest.mark.django_db(transaction=True, databases=["postgres"])
+def test_a_change_in_another_process_reaches_the_model_stores_watcher(postgres_alias: str) -> None:
+    assert_changes_in_a_worker_reach(
+        DjangoModelStore(using=postgres_alias), lambda: DjangoModelStore(using=postgres_alias)
+    )
+
+
+@pytest.mark.redis
+@pytest.mark.multiprocess
+def test_a_change_in_another_process_reaches_the_redis_cache_stores_watcher(
+    redis_prefix: str,
+) -> None:
+    store = DjangoCacheStore(alias="redis", key_prefix=redis_prefix)
+    assert_changes_in_a_worker_reach(
+        store, lambda: DjangoCacheStore(alias="redis", key_prefix=redis_prefix)
+    )
+    assert store.load(KEY) is None
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, databases=["postgres"])
+def test_a_terminated_listen_connection_of_the_model_store_reconnects_and_says_so(
+    postgres_alias: str,
+) -> None:
+    store = DjangoModelStore(using=postgres_alias)
+    arrivals: queue.Queue[StoreKey | None] = queue.Queue()
+    watch = store.watch(arrivals.put)
+    assert watch is not None and watch.healthy
+    with connections[postgres_alias].cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+        )
+        assert len(cursor.fetchall()) == 1
+    assert arrivals.get(timeout=5) is None
+    assert watch.healthy
+    store.save(KEY, sample_pair())
+    assert arrivals.get(timeout=1) == KEY
+    store.close()
+    assert not watch.healthy
+
+
+@pytest.mark.django_db
+def test_the_stores_without_a_channel_say_so() -> None:
+    assert DjangoModelStore().watch(lambda key: None) is None  # SQLite
+    locmem = DjangoCacheStore(alias="default", staleness_bound=3.0)
+    assert locmem.watch(lambda key: None) is None
+    assert locmem.staleness_bound == 3.0
+
+
+def test_an_async_manager_gets_the_django_twin_of_a_django_store() -> None:
+    from watcher_auth.stores import resolve_async_store
+
+    cache_store = DjangoCacheStore(alias="default")
+    twin = resolve_async_store(cache_store)
+    assert isinstance(twin, AsyncDjangoCacheStore) and twin.store is cache_store
+    model_twin = resolve_async_store("django_watcher_auth.stores.DjangoModelStore")
+    assert isinstance(model_twin, AsyncDjangoModelStore)

@@ -34,10 +34,14 @@ RUNNERS = {
     "core": "test_the_core_quick_start_lists_the_streams",
     "core-errors": "test_the_connect_form_example_tells_a_wrong_password_apart",
     "core-service-account": "test_a_service_account_logs_in_by_itself",
+    "core-async": "test_the_async_quick_start_lists_the_streams",
     "django-settings": "test_the_django_quick_start_connects_and_lists_the_cameras",
     "django-urls": "test_the_django_quick_start_connects_and_lists_the_cameras",
     "django-views": "test_the_django_quick_start_connects_and_lists_the_cameras",
     "flask": "test_the_flask_quick_start_connects_and_lists_the_cameras",
+    "django-async": "test_the_django_async_view_lists_the_camera_names",
+    "flask-async": "test_the_flask_async_view_lists_the_camera_names",
+    "fastapi": "test_the_fastapi_quick_start_connects_and_lists_the_cameras",
     "v2": "test_the_api_v2_example_logs_in_and_lists_cameras",
     "django-v2": "test_the_django_v2_view_asks_for_an_api_v2_account_then_lists_cameras",
     "flask-v2": "test_the_flask_v2_view_asks_for_an_api_v2_account_then_lists_cameras",
@@ -62,6 +66,7 @@ def test_every_block_has_a_known_language(readme: list[Any]) -> None:
 
 def test_the_configuration_tables_list_every_setting_with_its_default() -> None:
     from django_watcher_auth.conf import DEFAULTS
+    from fastapi_watcher_auth import DEFAULTS as FASTAPI_DEFAULTS
     from flask_watcher_auth import CONFIG_DEFAULTS
 
     core = {
@@ -72,6 +77,7 @@ def test_the_configuration_tables_list_every_setting_with_its_default() -> None:
         ("`TokenManager` (the core)", core),
         ("Django: `WATCHER_AUTH`", dict(DEFAULTS)),
         ("Flask: `WATCHER_*`", dict(CONFIG_DEFAULTS)),
+        ("FastAPI: `WATCHER_*`", dict(FASTAPI_DEFAULTS)),
     ):
         documented = _settings_table(title)
         assert set(documented) == set(defaults), title
@@ -113,6 +119,18 @@ def test_the_core_quick_start_lists_the_streams(
     ]
     assert watcher_emulator.stats.password_logins == 1
     assert not namespace["manager"].is_connected("portal-user-42")
+
+
+def test_the_async_quick_start_lists_the_streams(
+    readme_block: Block, watcher_emulator: WatcherEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exec(readme_block("core-async", watcher_emulator.url), {})
+    assert capsys.readouterr().out.splitlines() == [
+        "alice ['alice-cam-0', 'alice-cam-1', 'alice-cam-2']",
+        "someone-else has to connect first",
+    ]
+    stats = watcher_emulator.stats
+    assert (stats.password_logins, stats.calls_by_user) == (1, {"alice": 2})
 
 
 def test_the_connect_form_example_tells_a_wrong_password_apart(
@@ -250,6 +268,39 @@ def test_the_django_v2_view_asks_for_an_api_v2_account_then_lists_cameras(
     assert watcher_emulator.stats.v2_logins == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_the_django_async_view_lists_the_camera_names(
+    readme_block: Block,
+    watcher_emulator: WatcherEmulator,
+    settings: Any,
+    django_user_model: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from asgiref.sync import async_to_sync
+    from django.test import AsyncClient
+    from django.urls import path
+
+    from django_watcher_auth.conf import get_manager, user_key
+
+    settings.WATCHER_AUTH = {"URL": watcher_emulator.url, "STORE": "db"}
+    views = types.ModuleType("readme_async_views")
+    exec(readme_block("django-async"), views.__dict__)
+    urls = types.ModuleType("readme_async_urls")
+    urls.urlpatterns = [path("names/", views.camera_names)]  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "readme_async_urls", urls)
+    settings.ROOT_URLCONF = "readme_async_urls"
+    user = django_user_model.objects.create_user("portal-user", password="pw")
+    get_manager().login(user_key(user), username="alice", password="secret")
+
+    async def visit() -> Any:
+        client = AsyncClient()
+        await client.aforce_login(user)
+        return await client.get("/names/")
+
+    answer = async_to_sync(visit)()
+    assert answer.json() == {"names": ["alice-cam-0", "alice-cam-1", "alice-cam-2"]}
+
+
 def test_the_django_management_commands_exist(readme: list[Any]) -> None:
     from django.core.management import get_commands
 
@@ -297,6 +348,72 @@ def test_the_flask_quick_start_connects_and_lists_the_cameras(
     assert watcher_emulator.stats.password_logins == 1
     assert (tmp_path / "watcher-tokens.db").is_file()
     get_state(app).store.close()
+
+
+def test_the_flask_async_view_lists_the_camera_names(
+    readme_block: Block,
+    watcher_emulator: WatcherEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PORTAL_SECRET_KEY", "readme test secret")
+    namespace: dict[str, Any] = {"__name__": "readme_portal"}
+    exec(readme_block("flask", watcher_emulator.url), namespace)
+    exec(readme_block("flask-async"), namespace)
+    app = namespace["app"]
+    namespace["login_manager"].user_loader(lambda user_id: PortalUser(user_id))
+    get_state(app).manager.login("7", username="alice", password="secret")
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session["_user_id"] = "7"
+
+    answer = client.get("/camera-names")
+    assert answer.json == {"names": ["alice-cam-0", "alice-cam-1", "alice-cam-2"]}
+    get_state(app).store.close()
+
+
+# --- FastAPI ----------------------------------------------------------------------------
+
+
+def test_the_fastapi_quick_start_connects_and_lists_the_cameras(
+    readme_block: Block, watcher_emulator: WatcherEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    import uuid
+
+    import httpx
+
+    from watcher_auth.crypto import generate_key
+    from watcher_auth.testing.services import require_redis
+
+    monkeypatch.setenv("REDIS_URL", require_redis(11))
+    monkeypatch.setenv("WATCHER_TOKEN_KEY", generate_key())
+    code = readme_block("fastapi", watcher_emulator.url).replace(
+        '"WATCHER_STORE": "redis",',
+        f'"WATCHER_STORE": "redis", "WATCHER_STORE_OPTIONS": {{"prefix": "{uuid.uuid4().hex}:"}},',
+    )
+    namespace: dict[str, Any] = {"__name__": "readme_service"}
+    exec(code, namespace)
+    app, watcher_auth = namespace["app"], namespace["watcher_auth"]
+    user = {"X-Portal-User": "7"}
+
+    async def visit() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            watcher_auth.lifespan(app),
+            httpx.AsyncClient(transport=transport, base_url="http://service") as client,
+        ):
+            before = await client.get("/cameras", headers=user)
+            body = {"username": "alice", "password": "secret"}
+            connected = await client.post("/watcher/connect", json=body, headers=user)
+            return [before, connected, await client.get("/cameras", headers=user)]
+
+    before, connected, after = asyncio.run(visit())
+    assert (before.status_code, before.json()["connect_url"]) == (401, "/watcher/connect")
+    assert connected.json() == {"connected": True, "username": "alice"}
+    assert after.json() == ["alice-cam-0", "alice-cam-1", "alice-cam-2"]
+    assert watcher_emulator.stats.password_logins == 1
 
 
 def test_the_flask_v2_view_asks_for_an_api_v2_account_then_lists_cameras(
@@ -421,13 +538,13 @@ def test_the_make_targets_in_the_readme_exist(readme: list[Any]) -> None:
     targets = set(re.findall(r"^([\w-]+):", makefile, re.MULTILINE))
     named = set(re.findall(r"^make ([\w-]+)", _shell(readme), re.MULTILINE))
     named |= set(re.findall(r"`make ([\w-]+)`", README.read_text()))
-    assert {"demo", "demo-flask", "test"} <= named <= targets
+    assert {"demo", "demo-flask", "demo-fastapi", "test"} <= named <= targets
 
 
 def test_the_pip_install_lines_name_real_extras_and_packages(readme: list[Any]) -> None:
     extras = set(importlib.metadata.metadata("watcher-auth").get_all("Provides-Extra") or [])
     lines = [line for line in _shell(readme).splitlines() if line.startswith("pip install ")]
-    assert len(lines) == 3
+    assert len(lines) == 4
     for line in lines:
         for requirement in line.split()[2:]:
             name, _, wanted = requirement.strip('"').partition("[")
@@ -451,7 +568,7 @@ def test_the_demo_banner_is_the_one_the_readme_shows(
 def test_the_example_layout_in_the_readme_exists(readme: list[Any]) -> None:
     tree = next(b.code for b in readme if b.code.startswith("example_projects/"))
     named = re.findall(r"^  ([\w.]+/?)", tree, re.MULTILINE)
-    assert named == ["run_demo.py", "django_portal/", "flask_portal/"]
+    assert named == ["run_demo.py", "django_portal/", "flask_portal/", "fastapi_service/"]
     for name in named:
         assert (REPO / "example_projects" / name).exists()
 
@@ -482,7 +599,7 @@ def test_the_portal_commands_in_the_readme_are_the_ones_the_demo_runs(readme: li
             assert any(step in command for command in commands), (kind, step)
 
 
-@pytest.mark.parametrize("kind", ["django", "flask"])
+@pytest.mark.parametrize("kind", ["django", "flask", "fastapi"])
 def test_the_demo_starts_and_serves_its_sign_in_page(kind: str, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "WATCHER_URL"}
     result = subprocess.run(

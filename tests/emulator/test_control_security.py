@@ -195,6 +195,8 @@ def test_the_token_cannot_be_changed_remotely_and_never_shows_in_settings_or_rep
     shown = control(watcher_emulator, "GET", "settings", token=watcher_emulator.control_token)
     assert watcher_emulator.control_token not in shown.text
     assert watcher_emulator.control_token not in repr(remote) + repr(watcher_emulator)
+    # Leak checks that search for every issued secret look for the token too.
+    assert watcher_emulator.control_token in watcher_emulator.issued_secrets()
 
 
 def test_each_emulator_has_its_own_random_token(watcher_emulator: WatcherEmulator) -> None:

@@ -6,6 +6,9 @@ request. The portal's pages:
 - ``/cameras`` (``@watcher_required``): the names of the user's streams, as HTML.
 - ``/api/cameras`` (``@watcher_required``): the same as JSON.
 - ``/whoami``: the Watcher profile name through ``current_watcher``, without the decorator.
+- ``/async/cameras`` (``@watcher_required``, ``async def``): the stream names through
+  ``current_watcher_async``; ``/async/whoami``: the profile name, without the decorator.
+  Each remembers its client in ``app.config["ASYNC_CLIENTS"]``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,13 @@ from flask.testing import FlaskClient
 from flask_login import LoginManager, UserMixin, login_user, logout_user
 from werkzeug.test import TestResponse
 
-from flask_watcher_auth import WatcherAuth, current_watcher, get_state, watcher_required
+from flask_watcher_auth import (
+    WatcherAuth,
+    current_watcher,
+    current_watcher_async,
+    get_state,
+    watcher_required,
+)
 from watcher_auth.testing import FakeClock, WatcherEmulator
 from watcher_auth.testing.pytest_plugin import EmulatorFactory
 from watcher_auth.testing.services import require_redis
@@ -88,6 +97,25 @@ def build_portal(
     @app.get("/whoami")
     def whoami() -> dict[str, Any]:
         return {"name": current_watcher.json("profile")["name"]}
+
+    app.config["ASYNC_CLIENTS"] = clients = []
+
+    @app.get("/async/cameras")
+    @watcher_required
+    async def async_cameras() -> dict[str, Any]:
+        clients.append(current_watcher_async._get_current_object())  # type: ignore[attr-defined]
+        return {"streams": [s["name"] async for s in current_watcher_async.paginate("streams")]}
+
+    @app.get("/async/checked")
+    async def async_checked() -> Any:
+        answer = await current_watcher_async.get("streams/no-such-stream")
+        answer.raise_for_status()
+        return answer.json()
+
+    @app.get("/async/whoami")
+    async def async_whoami() -> dict[str, Any]:
+        clients.append(current_watcher_async._get_current_object())  # type: ignore[attr-defined]
+        return {"name": (await current_watcher_async.json("profile"))["name"]}
 
     return app
 

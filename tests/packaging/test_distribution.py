@@ -64,6 +64,7 @@ def test_the_wheel_holds_every_listed_package_and_its_type_marker(dist: Path) ->
         == PACKAGES
         == [
             "django_watcher_auth",
+            "fastapi_watcher_auth",
             "flask_watcher_auth",
             "watcher_auth",
         ]
@@ -72,7 +73,7 @@ def test_the_wheel_holds_every_listed_package_and_its_type_marker(dist: Path) ->
     # The tests, the examples and the integrations/ folder itself stay out of the wheel.
     assert not [n for n in names if n.startswith(("tests/", "example_projects/", "integrations/"))]
     assert metadata["Requires-Python"] == PYPROJECT["project"]["requires-python"]
-    assert set(metadata.get_all("Provides-Extra") or []) >= {"django", "flask", "test"}
+    assert set(metadata.get_all("Provides-Extra") or []) >= {"django", "fastapi", "flask", "test"}
     assert "watcher_auth.testing.pytest_plugin" in entry_points
 
 
@@ -86,6 +87,7 @@ def test_the_sdist_holds_the_sources_the_tests_and_the_readme(dist: Path) -> Non
         "watcher_auth/__init__.py",
         "integrations/django_watcher_auth/__init__.py",
         "integrations/flask_watcher_auth/__init__.py",
+        "integrations/fastapi_watcher_auth/__init__.py",
         "tests/conformance/schemas/login.json",
     ):
         assert needed in names, needed

@@ -209,28 +209,41 @@ def django_cache_prefix() -> Iterator[str]:
 
 
 @pytest.fixture
-def make_django_cache_store(django_cache_prefix: str) -> MakeStore:
+def make_django_cache_store(django_cache_prefix: str) -> Iterator[MakeStore]:
     """``make(**options)``: a DjangoCacheStore on Django's ``"redis"`` cache."""
     from django_watcher_auth.stores import DjangoCacheStore
 
-    def make(**options: Any) -> DjangoCacheStore:
-        return DjangoCacheStore(alias="redis", key_prefix=django_cache_prefix, **options)
+    stores: list[DjangoCacheStore] = []
 
-    return make
+    def make(**options: Any) -> DjangoCacheStore:
+        store = DjangoCacheStore(alias="redis", key_prefix=django_cache_prefix, **options)
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        store.close()  # its change watches, which would otherwise outlive the test
 
 
 @pytest.fixture
-def make_django_postgres_store() -> MakeStore:
+def make_django_postgres_store() -> Iterator[MakeStore]:
     """``make(**options)``: a DjangoModelStore on Django's ``"postgres"`` alias.
 
     Tests using it carry ``django_db(databases=["postgres"], transaction=True)``.
     """
     from django_watcher_auth.stores import DjangoModelStore
 
-    def make(**options: Any) -> DjangoModelStore:
-        return DjangoModelStore(using="postgres", **options)
+    stores: list[DjangoModelStore] = []
 
-    return make
+    def make(**options: Any) -> DjangoModelStore:
+        store = DjangoModelStore(using="postgres", **options)
+        stores.append(store)
+        return store
+
+    yield make
+    # A watch's LISTEN connection would keep the test database from being dropped.
+    for store in stores:
+        store.close()
 
 
 # --- a lock holder that dies ---------------------------------------------------------------

@@ -122,6 +122,7 @@ class FlaskSite(Site):
             "WATCHER_ENCRYPTION_KEYS": list(options.keys),
             "WATCHER_TIMEOUT": options.timeout,
             "WATCHER_LOCK_TIMEOUT": options.lock_timeout,
+            "WATCHER_DEADLINE": options.timeout,
         }
         kind = options.store if isinstance(options.store, str) else options.store[0]
         if kind == "default":
@@ -227,6 +228,7 @@ class DjangoSite(Site):
             "ENCRYPTION_KEYS": list(options.keys),
             "TIMEOUT": options.timeout,
             "LOCK_TIMEOUT": options.lock_timeout,
+            "DEADLINE": options.timeout,
             "STORE": "db",
         }
         if not isinstance(options.store, str):

@@ -263,6 +263,30 @@ def test_no_answer_carries_a_token_or_the_password(site: Site, row: Row) -> None
             assert stored.access_token not in text and stored.refresh_token not in text
 
 
+def test_a_failure_repeated_is_logged_once_with_its_cause_and_no_traceback(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    logger = f"{site.framework}_watcher_auth"
+    caplog.set_level(logging.INFO, logger=logger)
+    if isinstance(site, DjangoSite):
+        from django_watcher_auth._http import failures
+
+        failures.clear()  # one log per process: earlier tests' failures are still counted
+    site.emulator.stop()
+    for _ in range(3):
+        assert site.get("/stream-list/").status == 503
+    lines = [r for r in caplog.records if r.name == logger]
+    assert len(lines) == 1
+    assert lines[0].exc_info is None
+    message = lines[0].getMessage()
+    assert message.startswith(
+        "Watcher request failed on /stream-list/: answered 503 watcher_unavailable; cause: "
+        "WatcherConnectionError: Watcher call GET /watcher/client-api/v3/streams failed"
+    )
+
+
 def test_a_portal_bug_after_a_good_answer_is_not_blamed_on_watcher(site: Site) -> None:
     assert site.get("/naive-streams/").status == 200
     assert site.get("/buggy/").status == 500

@@ -251,3 +251,47 @@ def test_no_next_value_redirects_off_site_or_breaks_the_page(site, next_url: str
     assert "script" not in {tag for tag, _attrs in tags}
     kept = hidden.get("value") or ""
     assert kept == "" or lands_on_site(kept, site.connect_url), (next_url, kept)
+
+
+PASSWORDS = {
+    "cyrillic": "пароль",
+    "cjk": "密码パスワード비밀번호",
+    "emoji": "🔑secret🐈",
+    "emoji-sequence": "👩\u200d💻-пароль",
+    "latin-1-accents": "pässwörd",
+    "mixed-scripts": "Ωmega-пароль-密码-ñ",
+}
+
+
+@pytest.mark.parametrize("password", list(PASSWORDS.values()), ids=list(PASSWORDS))
+def test_any_password_connects_through_the_api_v2_form(site, forms_emulator, password: str) -> None:
+    forms_emulator.add_user("ivan", password)
+    page = site.connect_v2("ivan", "password", password)
+    assert (page.status, page.location is not None) == (302, True), page.text[:500]
+    assert site.manager().v2_tokens(site.user_key).username == "ivan"
+    assert password not in page.text
+
+
+@pytest.mark.parametrize("password", list(PASSWORDS.values()), ids=list(PASSWORDS))
+def test_any_password_connects_through_the_form(site, forms_emulator, password: str) -> None:
+    forms_emulator.add_user("ivan", password)
+    page = site.connect("ivan", password)
+    assert (page.status, page.location is not None) == (302, True), page.text[:500]
+    assert site.connected()
+    assert site.manager().tokens(site.user_key).username == "ivan"
+    assert forms_emulator.stats.password_logins == 1
+    assert password not in page.text
+
+
+@pytest.mark.parametrize("password", list(PASSWORDS.values()), ids=list(PASSWORDS))
+def test_a_wrong_password_of_any_script_is_refused_cleanly(
+    site, forms_emulator, password: str
+) -> None:
+    forms_emulator.add_user("ivan", password + "-right")
+    page = site.connect("ivan", password)
+    assert page.status in (200, 400), page.text[:500]
+    assert page.location is None
+    assert "did not accept" in page.text
+    assert password not in page.text
+    assert not site.connected()
+    assert forms_emulator.stats.failed_logins == 1

@@ -5,6 +5,7 @@ anything may have changed (``None``)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import queue
 import time
@@ -275,3 +276,59 @@ def test_a_terminated_async_listen_connection_reconnects_and_reports_that_anythi
         assert not watch.healthy
 
     asyncio.run(scenario())
+
+
+# --- what a change message says --------------------------------------------------------------
+
+
+def _assert_only_the_key(payload: bytes | str) -> None:
+    text = payload.decode() if isinstance(payload, bytes) else payload
+    pair = sample_pair()
+    assert text == str(KEY) == "v3|https://watcher.test|channel-user"
+    assert pair.access_token not in text and str(pair.refresh_token) not in text
+
+
+@pytest.mark.redis
+def test_a_redis_change_message_carries_the_key_and_never_a_token(
+    redis_url: str, redis_prefix: str
+) -> None:
+    store = RedisStore(url=redis_url, prefix=redis_prefix, encryption_keys=KEYS)
+    listener = store.client.pubsub()
+    listener.subscribe(store.channel)
+    assert listener.get_message(timeout=2)["type"] == "subscribe"  # type: ignore[index]
+    store.save(KEY, sample_pair())
+    message = listener.get_message(timeout=2)
+    assert message is not None and message["channel"] == f"{redis_prefix}changes".encode()
+    _assert_only_the_key(message["data"])
+    listener.close()
+    store.close()
+
+
+@pytest.mark.postgres
+def test_a_postgres_change_message_carries_the_key_and_never_a_token(
+    postgres_url: str, postgres_table: str
+) -> None:
+    store = SQLAlchemyStore(postgres_url, table_name=postgres_table, encryption_keys=KEYS)
+    dsn = postgres_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(dsn, autocommit=True) as listener:
+        listener.execute(f'LISTEN "watcher_auth:{postgres_table}"')
+        store.save(KEY, sample_pair())
+        notices = list(listener.notifies(timeout=2, stop_after=1))
+    assert len(notices) == 1
+    _assert_only_the_key(notices[0].payload)
+    store.close()
+
+
+@pytest.mark.redis
+def test_a_watch_nobody_holds_any_more_stops_listening(redis_url: str, redis_prefix: str) -> None:
+    store = RedisStore(url=redis_url, prefix=redis_prefix, encryption_keys=KEYS)
+
+    def subscribers() -> int:
+        return int(dict(store.client.pubsub_numsub(store.channel))[store.channel])
+
+    watch: StoreWatch | None = store.watch(lambda key: None)
+    assert watch is not None and watch.healthy and subscribers() == 1
+    del watch
+    gc.collect()
+    assert _wait_for(lambda: subscribers() == 0, 3)
+    store.close()

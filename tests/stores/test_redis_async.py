@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from watcher_auth import StoreKey
+from watcher_auth.stores import AsyncStoreAdapter
 from watcher_auth.stores.redis import AsyncRedisStore, RedisStore
 from watcher_auth.testing.contract import AsyncTokenStoreContract, RunCoroutine, sample_pair
 
@@ -78,3 +79,17 @@ def test_sync_and_async_stores_read_each_others_records_and_locks(
     with sync.lock(key, timeout=1):
         pass
     sync.close()
+
+
+class TestAsyncStoreAdapterOverRedisContract(AsyncTokenStoreContract):
+    """The adapter relays the sync store's lock, lease watchdog and change channel."""
+
+    @pytest.fixture
+    def store(
+        self, redis_url: str, redis_prefix: str, arun: RunCoroutine[None]
+    ) -> Iterator[AsyncStoreAdapter]:
+        adapter = AsyncStoreAdapter(
+            RedisStore(url=redis_url, prefix=redis_prefix, encryption_keys=KEYS)
+        )
+        yield adapter
+        arun(adapter.aclose())

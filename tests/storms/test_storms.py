@@ -3,7 +3,9 @@ workers, even when Watcher allows a user a single session; one store lock per pr
 expiry, however many threads wait; and no store round trip while the access token is fresh.
 
 Storms of 4 processes x 8 threads on every shared store are in tests/core, tests/django and
-tests/flask; the one-process storm on the memory store is in tests/core/test_manager.py.
+tests/flask; the one-process storm on the memory store is in tests/core/test_manager.py. The
+async manager's storms (tasks, processes of tasks, several event loops, a sync and an async
+manager on one key) are in tests/asyncio/test_async_storms.py.
 """
 
 from __future__ import annotations

@@ -1,11 +1,18 @@
-"""Fixtures for the API v2 tests: an emulator with a known system key, and a manager on it."""
+"""Fixtures for the API v2 tests: an emulator with a known system key, and a manager on it.
+
+The manager tests run once per driver that has API v2 sessions: the sync manager's
+``requests`` sessions and the async manager's (see tests/asyncio/drivers.py).
+"""
 
 from __future__ import annotations
 
 import pytest
 
+from tests.asyncio.drivers import V2_KINDS, drivers_fixture
 from watcher_auth import MemoryStore, TokenManager
 from watcher_auth.testing import FakeClock, WatcherEmulator
+
+drivers = drivers_fixture(V2_KINDS)
 
 
 @pytest.fixture

@@ -135,7 +135,7 @@ def test_a_user_sees_their_own_cameras_and_the_system_key_sees_all(
     own = get(emulator, "/cameras", {"x-vsaas-session": v2_login(emulator)}).json()
     everything = get(emulator, "/cameras", {"x-vsaas-api-key": system_key}).json()
     assert [c["name"] for c in own] == ["alice-cam-0", "alice-cam-1", "alice-cam-2"]
-    assert set(own[0]) >= {"name", "title", "organization_id", "folder_id", "alive"}
+    assert set(own[0]) >= {"name", "title", "organization_id", "folder_id", "stream_status"}
     assert len(everything) == 3 + 3 + 1
 
 

@@ -1,20 +1,22 @@
-"""API v2 sessions and user keys kept by the token manager, against the emulator."""
+"""API v2 sessions and user keys kept by the token manager, against the emulator.
+
+Every test runs twice: through :class:`Driver` with ``requests`` sessions and through
+:class:`AsyncDriver` (see tests/asyncio/drivers.py).
+"""
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable
 
 import pytest
 
+from tests.asyncio.drivers import Driver, Drivers
+from tests.asyncio.servers import foreign_server
 from watcher_auth import (
     EventType,
     InvalidCredentials,
-    MemoryStore,
     NotConnected,
     ReauthenticationRequired,
-    TokenManager,
     WatcherAPIError,
     WatcherEvent,
     WatcherProtocolError,
@@ -33,34 +35,31 @@ LIFECYCLE = {
 }
 
 
-class SharedMemoryStore(MemoryStore):
-    """A memory store that says it is shared, so managers put their local cache in front.
-
-    Two managers on one such store behave like two worker processes on one database.
-    """
-
-    shared = True
-
-
 def whoami_calls(emulator: WatcherEmulator) -> int:
     """Answered whoami calls (403 answers are not in the call log; see v2_forbidden)."""
     return sum(r.path.endswith("/auth/whoami") for r in emulator.call_log)
 
 
 @pytest.fixture
-def connected(manager: TokenManager) -> TokenManager:
+def manager(drivers: Drivers, emulator: WatcherEmulator, fake_clock: FakeClock) -> Driver:
+    """A manager with a memory store on the emulator, without a credentials provider."""
+    return drivers(emulator.url, store=drivers.memory_store(), clock=fake_clock, timeout=3.0)
+
+
+@pytest.fixture
+def connected(manager: Driver) -> Driver:
     manager.v2_login(KEY, username="alice", password="secret")
     return manager
 
 
 @pytest.fixture
-def with_provider(emulator: WatcherEmulator, fake_clock: FakeClock) -> TokenManager:
+def with_provider(drivers: Drivers, emulator: WatcherEmulator, fake_clock: FakeClock) -> Driver:
     """A manager whose credentials provider knows alice's password for KEY only."""
     accounts = {KEY: ("alice", "secret")}
-    return TokenManager(emulator.url, clock=fake_clock, credentials=accounts.get, timeout=3.0)
+    return drivers(emulator.url, clock=fake_clock, credentials=accounts.get, timeout=3.0)
 
 
-def events_of(manager: TokenManager) -> list[WatcherEvent]:
+def events_of(manager: Driver) -> list[WatcherEvent]:
     events: list[WatcherEvent] = []
     manager.add_listener(events.append)
     return events
@@ -70,7 +69,7 @@ def events_of(manager: TokenManager) -> list[WatcherEvent]:
 
 
 def test_login_then_cameras_as_the_issue_shows(
-    manager: TokenManager, emulator: WatcherEmulator, fake_clock: FakeClock
+    manager: Driver, emulator: WatcherEmulator, fake_clock: FakeClock
 ) -> None:
     pair = manager.v2_login(KEY, username="alice", password="secret")
     cams = manager.v2_session(KEY).get("cameras").json()
@@ -82,7 +81,7 @@ def test_login_then_cameras_as_the_issue_shows(
 
 
 def test_the_v2_record_is_kept_apart_from_the_v3_pair(
-    manager: TokenManager, emulator: WatcherEmulator
+    manager: Driver, emulator: WatcherEmulator
 ) -> None:
     manager.login(KEY, username="bob", password="hunter2")
     manager.v2_login(KEY, username="alice", password="secret")
@@ -93,11 +92,11 @@ def test_the_v2_record_is_kept_apart_from_the_v3_pair(
     manager.v2_login(KEY, username="alice", password="secret")
     assert manager.logout(KEY) is True
     assert manager.v2_is_connected(KEY) and not manager.is_connected(KEY)
-    assert len(list(manager.store.iter_keys(api="v2"))) == 1
+    assert len(manager.stored_keys(api="v2")) == 1
 
 
 def test_a_wrong_password_raises_invalid_credentials_and_stores_nothing(
-    manager: TokenManager, emulator: WatcherEmulator
+    manager: Driver, emulator: WatcherEmulator
 ) -> None:
     with pytest.raises(InvalidCredentials) as caught:
         manager.v2_login(KEY, username="alice", password="wrong-password")
@@ -118,9 +117,13 @@ def test_a_wrong_password_raises_invalid_credentials_and_stores_nothing(
     ],
 )
 def test_a_failed_login_stores_nothing_and_keeps_the_old_session(
-    emulator: WatcherEmulator, fake_clock: FakeClock, mode: str, error: type[Exception]
+    drivers: Drivers,
+    emulator: WatcherEmulator,
+    fake_clock: FakeClock,
+    mode: str,
+    error: type[Exception],
 ) -> None:
-    manager = TokenManager(emulator.url, clock=fake_clock, timeout=0.5)
+    manager = drivers(emulator.url, clock=fake_clock, timeout=0.5)
     emulator.configure(hang_seconds=1.0)
     old = manager.v2_login(KEY, username="alice", password="secret")
     emulator.fail_next("v2_login", mode=mode)
@@ -131,7 +134,7 @@ def test_a_failed_login_stores_nothing_and_keeps_the_old_session(
 
 
 def test_a_key_without_a_v2_record_is_not_connected(
-    manager: TokenManager, emulator: WatcherEmulator
+    manager: Driver, emulator: WatcherEmulator
 ) -> None:
     with pytest.raises(NotConnected) as caught:
         manager.v2_session("nobody").get("cameras")
@@ -140,7 +143,7 @@ def test_a_key_without_a_v2_record_is_not_connected(
 
 
 def test_a_credentials_provider_connects_a_key_on_its_first_call(
-    with_provider: TokenManager, emulator: WatcherEmulator
+    with_provider: Driver, emulator: WatcherEmulator
 ) -> None:
     assert with_provider.v2_whoami(KEY)["login"] == "alice"
     assert with_provider.v2_whoami(KEY)["login"] == "alice"
@@ -149,9 +152,7 @@ def test_a_credentials_provider_connects_a_key_on_its_first_call(
         with_provider.v2_whoami("someone-else")
 
 
-def test_paginate_walks_every_camera_by_offset(
-    manager: TokenManager, emulator: WatcherEmulator
-) -> None:
+def test_paginate_walks_every_camera_by_offset(manager: Driver, emulator: WatcherEmulator) -> None:
     emulator.add_user("dave", "pw", streams=25)
     manager.v2_login(KEY, username="dave", password="pw")
     names = [c["name"] for c in manager.v2_session(KEY).paginate("cameras", limit=10)]
@@ -164,20 +165,20 @@ def test_paginate_walks_every_camera_by_offset(
 
 
 def test_the_system_session_sees_everything(
-    manager: TokenManager, emulator: WatcherEmulator, system_key: str
+    manager: Driver, emulator: WatcherEmulator, system_key: str
 ) -> None:
     session = manager.v2_system_session(system_key)
     assert len(list(session.paginate("cameras", limit=2))) == 7
     assert session.json("auth/whoami")["is_admin"] is True
     assert emulator.stats.v2_system_calls == 5
-    assert list(manager.store.iter_keys()) == []
+    assert manager.stored_keys() == []
 
 
 # User keys.
 
 
 def test_a_user_key_is_checked_then_stored_and_used(
-    manager: TokenManager, emulator: WatcherEmulator
+    manager: Driver, emulator: WatcherEmulator
 ) -> None:
     events = events_of(manager)
     api_key = emulator.user_api_key("bob")
@@ -193,7 +194,7 @@ def test_a_user_key_is_checked_then_stored_and_used(
 
 
 def test_a_bad_user_key_is_invalid_credentials_without_the_key(
-    manager: TokenManager, emulator: WatcherEmulator
+    manager: Driver, emulator: WatcherEmulator
 ) -> None:
     bad_key = "0123456789abcdef-not-bobs"
     with pytest.raises(InvalidCredentials) as caught:
@@ -204,7 +205,7 @@ def test_a_bad_user_key_is_invalid_credentials_without_the_key(
 
 
 def test_a_dead_user_key_is_deleted_and_never_replaced_by_a_password_login(
-    with_provider: TokenManager, emulator: WatcherEmulator
+    with_provider: Driver, emulator: WatcherEmulator
 ) -> None:
     events = events_of(with_provider)
     with_provider.v2_connect_user_key(KEY, username="alice", api_key=emulator.user_api_key("alice"))
@@ -221,7 +222,7 @@ def test_a_dead_user_key_is_deleted_and_never_replaced_by_a_password_login(
 
 
 def test_a_dead_session_without_a_provider_is_deleted_and_asks_to_connect_again(
-    connected: TokenManager, emulator: WatcherEmulator
+    connected: Driver, emulator: WatcherEmulator
 ) -> None:
     events = events_of(connected)
     emulator.revoke("alice")
@@ -241,14 +242,14 @@ def test_a_dead_session_without_a_provider_is_deleted_and_asks_to_connect_again(
 
 
 def test_a_dead_session_with_a_provider_logs_in_again_once_and_retries(
-    with_provider: TokenManager, emulator: WatcherEmulator
+    with_provider: Driver, emulator: WatcherEmulator
 ) -> None:
     events = events_of(with_provider)
     first = with_provider.v2_login(KEY, username="alice", password="secret")
     emulator.revoke("alice")
     response = with_provider.v2_session(KEY).get("cameras")
     assert response.status_code == 200 and len(response.json()) == 3
-    assert len(response.history) == 1 and response.history[0].status_code == 403
+    assert response.history == [403]
     second = with_provider.v2_tokens(KEY)
     assert second is not None and second.access_token != first.access_token
     stats = emulator.stats
@@ -262,7 +263,7 @@ def test_a_dead_session_with_a_provider_logs_in_again_once_and_retries(
 
 
 def test_a_403_from_whoami_itself_is_not_asked_twice(
-    connected: TokenManager, emulator: WatcherEmulator
+    connected: Driver, emulator: WatcherEmulator
 ) -> None:
     emulator.revoke("alice")
     with pytest.raises(ReauthenticationRequired):
@@ -271,7 +272,7 @@ def test_a_403_from_whoami_itself_is_not_asked_twice(
 
 
 def test_a_refusal_for_a_live_session_is_returned_and_keeps_the_session(
-    with_provider: TokenManager, emulator: WatcherEmulator
+    with_provider: Driver, emulator: WatcherEmulator
 ) -> None:
     pair = with_provider.v2_login(KEY, username="alice", password="secret")
     session = with_provider.v2_session(KEY)
@@ -285,7 +286,7 @@ def test_a_refusal_for_a_live_session_is_returned_and_keeps_the_session(
 
 
 def test_the_retry_after_a_new_login_happens_once(
-    with_provider: TokenManager, emulator: WatcherEmulator
+    with_provider: Driver, emulator: WatcherEmulator
 ) -> None:
     with_provider.v2_login(KEY, username="alice", password="secret")
     emulator.revoke("alice")
@@ -298,7 +299,7 @@ def test_the_retry_after_a_new_login_happens_once(
 
 @pytest.mark.parametrize("mode", ["500", "503", "502_html", "drop"])
 def test_a_transient_failure_while_checking_a_403_deletes_nothing(
-    connected: TokenManager, emulator: WatcherEmulator, mode: str
+    connected: Driver, emulator: WatcherEmulator, mode: str
 ) -> None:
     stored = connected.v2_tokens(KEY)
     emulator.fail_next("v2_call", mode="403")  # the call
@@ -312,7 +313,7 @@ def test_a_transient_failure_while_checking_a_403_deletes_nothing(
 
 @pytest.mark.parametrize("mode", ["500", "503", "drop"])
 def test_a_transient_failure_of_a_call_reaches_the_caller_and_deletes_nothing(
-    connected: TokenManager, emulator: WatcherEmulator, mode: str
+    connected: Driver, emulator: WatcherEmulator, mode: str
 ) -> None:
     stored = connected.v2_tokens(KEY)
     emulator.fail_next("v2_call", mode=mode)
@@ -326,9 +327,9 @@ def test_a_transient_failure_of_a_call_reaches_the_caller_and_deletes_nothing(
 
 
 def test_a_hanging_call_times_out_with_the_managers_timeout_and_keeps_the_session(
-    emulator: WatcherEmulator, fake_clock: FakeClock
+    drivers: Drivers, emulator: WatcherEmulator, fake_clock: FakeClock
 ) -> None:
-    manager = TokenManager(emulator.url, clock=fake_clock, timeout=0.3)
+    manager = drivers(emulator.url, clock=fake_clock, timeout=0.3)
     stored = manager.v2_login(KEY, username="alice", password="secret")
     emulator.configure(hang_seconds=1.0)
     emulator.fail_next("v2_call", mode="hang")
@@ -339,12 +340,12 @@ def test_a_hanging_call_times_out_with_the_managers_timeout_and_keeps_the_sessio
 
 
 def test_a_session_replaced_by_another_process_is_used_without_a_new_login(
-    emulator: WatcherEmulator, fake_clock: FakeClock
+    drivers: Drivers, emulator: WatcherEmulator, fake_clock: FakeClock
 ) -> None:
-    store = SharedMemoryStore()
+    store = drivers.memory_store(shared=True)
     accounts = {KEY: ("alice", "secret")}
     first, second = (
-        TokenManager(emulator.url, store=store, clock=fake_clock, credentials=accounts.get)
+        drivers(emulator.url, store=store, clock=fake_clock, credentials=accounts.get)
         for _ in range(2)
     )
     first.v2_login(KEY, username="alice", password="secret")
@@ -357,48 +358,40 @@ def test_a_session_replaced_by_another_process_is_used_without_a_new_login(
     assert (stats.v2_logins, stats.v2_forbidden) == (2, 3)
 
 
+def test_a_403_from_another_origin_is_returned_and_checks_deletes_and_retries_nothing(
+    with_provider: Driver, emulator: WatcherEmulator
+) -> None:
+    stored = with_provider.v2_login(KEY, username="alice", password="secret")
+    with foreign_server() as foreign:
+        response = with_provider.v2_session(KEY).get(foreign.url + "/status/403")
+    assert response.status_code == 403 and response.history == []
+    assert [seen["path"] for seen in foreign.seen] == ["/status/403"]
+    assert not any(name.lower().startswith("x-vsaas") for name in foreign.seen[0])
+    assert with_provider.v2_tokens(KEY) == stored
+    assert (emulator.stats.v2_logins, whoami_calls(emulator), emulator.stats.v2_calls) == (1, 0, 0)
+
+
 # Concurrency.
 
 
-def run_threads(count: int, work: Callable[[], object]) -> list[object]:
-    barrier = threading.Barrier(count)
-    results: list[object] = [None] * count
-
-    def run(index: int) -> None:
-        barrier.wait()
-        try:
-            results[index] = work()
-        except Exception as exc:
-            results[index] = exc
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
-
-
-def test_sixteen_threads_on_a_dead_session_make_exactly_one_new_login(
-    with_provider: TokenManager, emulator: WatcherEmulator
+def test_sixteen_concurrent_calls_on_a_dead_session_make_exactly_one_new_login(
+    with_provider: Driver, emulator: WatcherEmulator
 ) -> None:
     with_provider.v2_login(KEY, username="alice", password="secret")
     emulator.revoke("alice")
     emulator.reset_stats()
-    session = with_provider.v2_session(KEY)
-    results = run_threads(16, lambda: session.get("cameras").status_code)
-    assert results == [200] * 16
+    replies = with_provider.v2_session(KEY).many(16, "cameras")
+    assert [getattr(reply, "status_code", reply) for reply in replies] == [200] * 16
     assert emulator.stats.v2_logins == 1
     assert emulator.stats.v2_calls_by_user == {"alice": 16}
 
 
-def test_sixteen_threads_on_a_dead_session_without_a_provider_all_learn_it_once(
-    connected: TokenManager, emulator: WatcherEmulator
+def test_sixteen_concurrent_calls_on_a_dead_session_without_a_provider_all_learn_it_once(
+    connected: Driver, emulator: WatcherEmulator
 ) -> None:
     events = events_of(connected)
     emulator.revoke("alice")
-    session = connected.v2_session(KEY)
-    results = run_threads(16, lambda: session.get("cameras"))
+    results = connected.v2_session(KEY).many(16, "cameras")
     assert all(isinstance(r, NotConnected) for r in results)
     assert sum(isinstance(r, ReauthenticationRequired) for r in results) >= 1
     assert [e.type for e in events if e.type in LIFECYCLE] == [
@@ -411,7 +404,7 @@ def test_sixteen_threads_on_a_dead_session_without_a_provider_all_learn_it_once(
 # Logout and events.
 
 
-def test_logout_forgets_the_record(connected: TokenManager) -> None:
+def test_logout_forgets_the_record(connected: Driver) -> None:
     events = events_of(connected)
     assert connected.v2_logout(KEY) is True
     assert connected.v2_logout(KEY) is False
@@ -424,6 +417,7 @@ def test_logout_forgets_the_record(connected: TokenManager) -> None:
 
 
 def test_nothing_secret_is_logged_through_every_v2_flow(
+    drivers: Drivers,
     emulator: WatcherEmulator,
     fake_clock: FakeClock,
     system_key: str,
@@ -431,7 +425,7 @@ def test_nothing_secret_is_logged_through_every_v2_flow(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     accounts = {"svc": ("bob", "hunter2")}
-    manager = TokenManager(emulator.url, clock=fake_clock, credentials=accounts.get)
+    manager = drivers(emulator.url, clock=fake_clock, credentials=accounts.get)
     events = events_of(manager)
     records = [manager.v2_login(KEY, username="alice", password="secret")]
     session = manager.v2_session(KEY)
@@ -481,11 +475,13 @@ def test_nothing_secret_is_logged_through_every_v2_flow(
     manager.v2_logout("svc")
 
     assert len(errors) == 6 and len([e for e in events if e.type in LIFECYCLE]) == 10
+    assert all(e.__cause__ is None and e.__context__ is None for e in errors)
     text = "\n".join(
-        [caplog.text, repr(manager), repr(session), repr(session.auth), repr(system)]
-        + [repr(system.auth)]
+        [caplog.text, repr(manager.manager), repr(session.raw), repr(session.auth)]
+        + [repr(system.raw), repr(system.auth)]
         + [repr(r) for r in records]
         + [str(e) for e in errors]
+        + [repr(e) for e in errors]
         + [repr(e) for e in events]
     )
     secrets = ["secret", "hunter2", "wrong-password", "bad-user-key-123456"]

@@ -18,9 +18,11 @@ __all__ = ["AsyncStoreAdapter"]
 
 T = TypeVar("T")
 
-# The locks the current task holds through adapters: (adapter id, key) -> the lock's thread.
-_HELD: ContextVar[dict[tuple[int, StoreKey], concurrent.futures.ThreadPoolExecutor] | None] = (
-    ContextVar("watcher_auth_held_locks", default=None)
+# The locks the current task holds through adapters: (adapter id, key) -> the lock. A lock
+# released by a task of its own (a shielded release runs in a copy of this context) leaves
+# its entry here, no longer ``holding``.
+_HELD: ContextVar[dict[tuple[int, StoreKey], _ThreadHeldLock] | None] = ContextVar(
+    "watcher_auth_held_locks", default=None
 )
 
 
@@ -89,7 +91,8 @@ class AsyncStoreAdapter(AsyncTokenStore):
     # --- helpers ------------------------------------------------------------------------------
 
     async def _call(self, key: StoreKey, call: Callable[[], T]) -> T:
-        thread = (_HELD.get() or {}).get((id(self), key))
+        held = (_HELD.get() or {}).get((id(self), key))
+        thread = held.thread if held is not None and held.holding else None
         if thread is None:
             return await self._run(call)
         return await asyncio.wrap_future(thread.submit(call))
@@ -107,8 +110,13 @@ class _ThreadHeldLock:
         self._timeout = timeout
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None
         self._held: AbstractContextManager[object] | None = None
-        self._previous: dict[tuple[int, StoreKey], concurrent.futures.ThreadPoolExecutor] | None
-        self._previous = None
+        self._previous: dict[tuple[int, StoreKey], _ThreadHeldLock] | None = None
+        #: Whether the lock is held (the holder's calls of its key run on its thread).
+        self.holding = False
+
+    @property
+    def thread(self) -> concurrent.futures.ThreadPoolExecutor | None:
+        return self._thread
 
     async def __aenter__(self) -> None:
         thread = self._thread = concurrent.futures.ThreadPoolExecutor(
@@ -125,7 +133,8 @@ class _ThreadHeldLock:
             self._end_thread()
             raise
         self._previous = _HELD.get()
-        _HELD.set({**(self._previous or {}), (id(self._adapter), self._key): thread})
+        self.holding = True
+        _HELD.set({**(self._previous or {}), (id(self._adapter), self._key): self})
 
     async def __aexit__(
         self,
@@ -133,6 +142,7 @@ class _ThreadHeldLock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
+        self.holding = False
         _HELD.set(self._previous)
         assert self._thread is not None
         leaving = self._thread.submit(self._leave, exc_type, exc, tb)

@@ -99,22 +99,21 @@ def resolve_async_store(
 
     Short names come from the ``watcher_auth.async_stores`` entry-point group
     (``"memory"``, ``"redis"``, ``"sqlalchemy"``...). A sync store, or a name, path or class
-    that leads to one, is run through :class:`~watcher_auth.stores.AsyncStoreAdapter`.
+    that leads to one, becomes the async store its ``as_async()`` method returns when it has
+    one, and otherwise runs in :class:`~watcher_auth.stores.AsyncStoreAdapter`.
 
     Raises:
         ConfigurationError: the name is unknown or does not lead to a store.
     """
-    from watcher_auth.stores._adapter import AsyncStoreAdapter
-
     if isinstance(spec, AsyncTokenStore):
         return spec
     if isinstance(spec, TokenStore):
-        return AsyncStoreAdapter(spec)
+        return _async_twin(spec)
     target: Any = spec
     if isinstance(spec, str) and "." not in spec and ":" not in spec:
         matches = [ep for ep in entry_points(group=ASYNC_ENTRY_POINT_GROUP) if ep.name == spec]
         if not matches:
-            return AsyncStoreAdapter(resolve_store(spec, **options))
+            return _async_twin(resolve_store(spec, **options))
         try:
             target = matches[0].load()
         except ImportError as exc:
@@ -127,5 +126,18 @@ def resolve_async_store(
     if isinstance(store, AsyncTokenStore):
         return store
     if isinstance(store, TokenStore):
-        return AsyncStoreAdapter(store)
+        return _async_twin(store)
     raise ConfigurationError(f"{spec!r} is not a token store")
+
+
+def _async_twin(store: TokenStore) -> AsyncTokenStore:
+    # A sync store may know better how to run off the loop (Django's stores do: their
+    # connections belong to threads); any other runs in the generic adapter.
+    as_async = getattr(store, "as_async", None)
+    if callable(as_async):
+        twin = as_async()
+        if isinstance(twin, AsyncTokenStore):
+            return twin
+    from watcher_auth.stores._adapter import AsyncStoreAdapter
+
+    return AsyncStoreAdapter(store)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
-import random
 import threading
 import weakref
 from abc import ABC, abstractmethod
@@ -22,9 +22,17 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from watcher_auth._tokens import StoreKey
+from watcher_auth.stores._waiting import Backoff
 from watcher_auth.stores.base import ChangeListener
 
-__all__ = ["AsyncChannelListener", "ChannelListener", "after_fork_in_child", "parse_key"]
+__all__ = [
+    "AsyncChannelListener",
+    "ChannelListener",
+    "WatchHandle",
+    "after_fork_in_child",
+    "keep_from_finalizing",
+    "parse_key",
+]
 
 logger = logging.getLogger("watcher_auth")
 
@@ -35,7 +43,6 @@ RECEIVE_SLICE = 0.5  # how often a quiet listener looks whether it was closed
 # Objects a forked child must never use nor let the garbage collector finalize: their
 # sockets are the parent's.
 _INHERITED: list[object] = []
-
 
 _FORK_HOOKS: weakref.WeakKeyDictionary[Any, list[Callable[[Any], None]]] = (
     weakref.WeakKeyDictionary()
@@ -76,17 +83,41 @@ def parse_key(payload: str | bytes) -> StoreKey | None:
         return None
 
 
-class _Retry:
-    def __init__(self) -> None:
-        self.next = FIRST_RETRY
+def _reconnect_backoff() -> Backoff:
+    return Backoff(math.inf, first=FIRST_RETRY, cap=LONGEST_RETRY)
 
-    def pause(self) -> float:
-        pause = random.uniform(self.next / 2, self.next)
-        self.next = min(self.next * 2, LONGEST_RETRY)
-        return pause
 
-    def reset(self) -> None:
-        self.next = FIRST_RETRY
+class WatchHandle:
+    """What a store's ``watch()`` returns: the listener's health, and its end.
+
+    The listener stops when the handle is closed or when nobody holds the handle any more,
+    so a watch its owner forgot to close does not keep a connection open for ever.
+    """
+
+    __slots__ = ("__weakref__", "_finalizer", "_listener")
+
+    def __init__(self, listener: _ListenerState, stop: Callable[[], None]) -> None:
+        self._listener = listener
+        self._finalizer = weakref.finalize(self, stop)
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the channel is connected now."""
+        return self._listener.healthy
+
+    def close(self) -> None:
+        """Stop listening."""
+        self._finalizer()
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: the listener is the parent's; leave it alone."""
+        self._finalizer.detach()
+        forget = getattr(self._listener, "forget_after_fork", None)
+        if forget is not None:
+            forget()
+
+    def __repr__(self) -> str:
+        return repr(self._listener)
 
 
 class _ListenerState:
@@ -148,12 +179,12 @@ class ChannelListener(_ListenerState, ABC):
             target=self._run, name=f"watcher-auth-watch {description}", daemon=True
         )
 
-    def start(self, wait: float) -> ChannelListener:
+    def start(self, wait: float) -> WatchHandle:
         """Start listening; waits up to ``wait`` seconds for the channel to be up."""
         self._thread.start()
         if self._returning(self._up.wait(wait)):
             self._deliver(None)
-        return self
+        return WatchHandle(self, self.close)
 
     def close(self) -> None:
         """Stop listening and close the connection."""
@@ -186,16 +217,16 @@ class ChannelListener(_ListenerState, ABC):
         """The connection object now held, if any."""
 
     def _run(self) -> None:
-        retry = _Retry()
+        retry = _reconnect_backoff()
         while not self._stop.is_set():
             try:
                 self._connect()
             except Exception as exc:
                 self._lost(exc)
                 self._disconnect()
-                self._stop.wait(retry.pause())
+                self._stop.wait(retry.pause() or 0)
                 continue
-            retry.reset()
+            retry = _reconnect_backoff()
             announce = self._connected()
             self._up.set()
             if announce:
@@ -219,9 +250,10 @@ class AsyncChannelListener(_ListenerState, ABC):
         self._up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self, wait: float) -> AsyncChannelListener:
+    async def start(self, wait: float) -> WatchHandle:
         """Start listening; waits up to ``wait`` seconds for the channel to be up."""
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run())
         try:
             await asyncio.wait_for(self._up.wait(), wait)
             up = True
@@ -229,7 +261,14 @@ class AsyncChannelListener(_ListenerState, ABC):
             up = False
         if self._returning(up):
             self._deliver(None)
-        return self
+        return WatchHandle(self, lambda: self._close_from_any_thread(loop))
+
+    def _close_from_any_thread(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A handle may be collected on any thread; the task is cancelled on its own loop.
+        self._closed = True
+        self._healthy = False
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the task is gone
+            loop.call_soon_threadsafe(self.close)
 
     def close(self) -> None:
         """Stop listening; the task closes its connection as it ends."""
@@ -238,6 +277,14 @@ class AsyncChannelListener(_ListenerState, ABC):
         if self._task is not None and not self._task.done():
             with contextlib.suppress(RuntimeError):  # its loop is already closed
                 self._task.cancel()
+
+    async def aclose(self) -> None:
+        """Stop listening and wait until the connection is closed."""
+        self.close()
+        task = self._task
+        if task is not None and task is not asyncio.current_task():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def forget_after_fork(self) -> None:
         """In a forked child: the task's loop and connection are the parent's."""
@@ -263,7 +310,7 @@ class AsyncChannelListener(_ListenerState, ABC):
         """The connection object now held, if any."""
 
     async def _run(self) -> None:
-        retry = _Retry()
+        retry = _reconnect_backoff()
         try:
             while not self._closed:
                 try:
@@ -271,9 +318,9 @@ class AsyncChannelListener(_ListenerState, ABC):
                 except Exception as exc:
                     self._lost(exc)
                     await self._disconnect()
-                    await asyncio.sleep(retry.pause())
+                    await asyncio.sleep(retry.pause() or 0)
                     continue
-                retry.reset()
+                retry = _reconnect_backoff()
                 announce = self._connected()
                 self._up.set()
                 if announce:

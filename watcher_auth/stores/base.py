@@ -74,7 +74,13 @@ class TokenStore(ABC):
 
     def watch(self, on_change: ChangeListener) -> StoreWatch | None:
         """Tell ``on_change`` of every record changed by any process, or ``None`` if this store
-        has no change channel (copies are then trusted for :attr:`staleness_bound` only)."""
+        has no change channel (copies are then trusted for :attr:`staleness_bound` only).
+
+        ``on_change`` runs on the watch's own thread: keep it short. A change reaches it well
+        under a second after the write commits; after the channel was lost it hears ``None``.
+        :meth:`close` stops every watch of the store; a process forked from this one does not
+        inherit them (it starts its own).
+        """
         return None
 
     def iter_keys(self, *, server: str | None = None, api: str | None = None) -> Iterator[StoreKey]:

@@ -51,7 +51,7 @@ from watcher_auth.stores._watch import (
 )
 from watcher_auth.stores.base import AsyncTokenStore, ChangeListener, StoreWatch, TokenStore
 
-__all__ = ["DEFAULT_PREFIX", "DEFAULT_URL", "AsyncRedisStore", "RedisStore"]
+__all__ = ["DEFAULT_PREFIX", "DEFAULT_URL", "AsyncRedisStore", "RedisStore", "watch_channel"]
 
 logger = logging.getLogger("watcher_auth")
 
@@ -312,7 +312,7 @@ class RedisStore(_RedisLayout, TokenStore):
 
     def watch(self, on_change: ChangeListener) -> StoreWatch:
         """Listen on the store's channel; ``on_change`` runs on the listener's thread."""
-        listener = _RedisListener(self, on_change)
+        listener = _RedisListener(self.client, self.channel, on_change, repr(self))
         self._watches.add(listener)
         return listener.start(WATCH_CONNECT_WAIT)
 
@@ -342,29 +342,45 @@ class RedisStore(_RedisLayout, TokenStore):
                 self._lease_lost(key)
                 return
 
-    def _listener_client(self) -> redis.Redis:
-        pool = self.client.connection_pool
-        kwargs = _listener_kwargs(pool.connection_kwargs, Retry(NoBackoff(), 0))
-        listener_pool = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-        return redis.Redis(connection_pool=listener_pool)
-
     def _forget_inherited_watches(self) -> None:
         for listener in list(self._watches):
             listener.forget_after_fork()
         self._watches = weakref.WeakSet()
 
 
+def watch_channel(
+    client: redis.Redis, channel: bytes | str, on_change: ChangeListener, description: str
+) -> StoreWatch:
+    """Listen on a Redis pub/sub channel whose messages are changed keys' texts.
+
+    The listener has a connection of its own, made with ``client``'s settings, in a thread
+    that reconnects with backoff; ``on_change`` runs on that thread. Used by
+    :meth:`RedisStore.watch` and by stores on other Redis clients (Django's cache).
+    """
+    return _RedisListener(client, channel, on_change, description).start(WATCH_CONNECT_WAIT)
+
+
 class _RedisListener(ChannelListener):
-    def __init__(self, store: RedisStore, on_change: ChangeListener) -> None:
-        super().__init__(on_change, repr(store))
-        self._store = store
+    def __init__(
+        self,
+        client: redis.Redis,
+        channel: bytes | str,
+        on_change: ChangeListener,
+        description: str,
+    ) -> None:
+        super().__init__(on_change, description)
+        pool = client.connection_pool
+        self._pool_class = pool.connection_class
+        self._pool_kwargs = _listener_kwargs(pool.connection_kwargs, Retry(NoBackoff(), 0))
+        self._channel = channel
         self._pubsub: Any = None
         self._client: redis.Redis | None = None
 
     def _connect(self) -> None:
-        self._client = self._store._listener_client()
+        pool = redis.ConnectionPool(connection_class=self._pool_class, **self._pool_kwargs)
+        self._client = redis.Redis(connection_pool=pool)
         self._pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
-        self._pubsub.subscribe(self._store.channel)
+        self._pubsub.subscribe(self._channel)
         deadline = time.monotonic() + WATCH_CONNECT_WAIT
         while time.monotonic() < deadline:
             message = self._pubsub.get_message(timeout=0.2)
@@ -399,7 +415,8 @@ class AsyncRedisStore(_RedisLayout, AsyncTokenStore):
     lock and change channel, every call a coroutine.
 
     Use one instance per event loop (redis.asyncio connections belong to the loop that opened
-    them).
+    them). The lease watchdog is a task on that loop: a holder that blocks the loop for
+    longer than ``lock_lease`` may lose its lock.
 
     Args:
         client: a ``redis.asyncio.Redis`` client to use; by default one is made from ``url``.
@@ -477,14 +494,19 @@ class AsyncRedisStore(_RedisLayout, AsyncTokenStore):
         while True:
             try:
                 with self._errors("take a lock"):
-                    if await self.client.set(name, owner, nx=True, px=_ms(self.lock_lease)):
-                        break
+                    taken = await self.client.set(name, owner, nx=True, px=_ms(self.lock_lease))
+                if _cancelled_meanwhile():
+                    # redis.asyncio may retry a command its cancellation interrupted, and
+                    # the cancellation is lost: honour it here.
+                    raise asyncio.CancelledError
             except asyncio.CancelledError:
                 # The SET may have reached Redis: drop the lock if it did.
                 cleanup = asyncio.ensure_future(self._release_quietly(key, name, owner))
                 _BACKGROUND.add(cleanup)
                 cleanup.add_done_callback(_BACKGROUND.discard)
                 raise
+            if taken:
+                break
             pause = wait.pause()
             if pause is None:
                 raise self._timed_out(key, timeout)
@@ -513,7 +535,7 @@ class AsyncRedisStore(_RedisLayout, AsyncTokenStore):
 
     async def aclose(self) -> None:
         for listener in list(self._watches):
-            listener.close()
+            await listener.aclose()
         if self._owns_client:
             await self.client.aclose()
 
@@ -527,7 +549,8 @@ class AsyncRedisStore(_RedisLayout, AsyncTokenStore):
     async def _release_quietly(self, key: StoreKey, name: bytes, owner: str) -> None:
         try:
             await self._release(keys=[name], args=[owner])
-        except redis.RedisError as exc:
+        except Exception as exc:
+            # Also what redis.asyncio raises from a connection a cancellation broke.
             self._release_failed(key, exc)
 
     async def _renew(self, key: StoreKey, name: bytes, owner: str) -> None:
@@ -535,7 +558,7 @@ class AsyncRedisStore(_RedisLayout, AsyncTokenStore):
             await asyncio.sleep(self.lock_lease / 3)
             try:
                 extended = await self._extend(keys=[name], args=[owner, _ms(self.lock_lease)])
-            except redis.RedisError as exc:
+            except Exception as exc:
                 logger.warning("could not extend the Redis lock (%s)", type(exc).__name__)
                 continue
             if not extended:
@@ -602,6 +625,13 @@ class _AsyncRedisListener(AsyncChannelListener):
 
     def _connection(self) -> object:
         return (self._pubsub, self._client)
+
+
+def _cancelled_meanwhile() -> bool:
+    """Whether the running task was asked to cancel (Python 3.11+ keeps count)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return bool(cancelling is not None and cancelling())
 
 
 def _ms(seconds: float) -> int:

@@ -120,7 +120,6 @@ class _TokenRows:
         table: Table,
         dialect: str,
         driver: str,
-        staleness_bound: float,
     ) -> None:
         if cipher is None:
             if not encryption_keys:
@@ -131,7 +130,6 @@ class _TokenRows:
         self.cipher = cipher
         self.table = table
         self.dialect = dialect
-        self.staleness_bound = staleness_bound
         # psycopg 3 is the driver whose connections can LISTEN for the change channel.
         self.notifies = dialect == "postgresql" and driver in ("psycopg", "psycopg_async")
         self.channel = channel_name(table.fullname)
@@ -218,12 +216,13 @@ class _TokenRows:
     def drop_placeholder(self, key: StoreKey) -> Executable:
         return delete(self.table).where(and_(self.match(key), self.table.c.record.is_(None)))
 
-    def lock_failure(self, exc: OperationalError, key: StoreKey, timeout: float) -> StoreError:
-        if _sqlstate(exc) == _LOCK_NOT_AVAILABLE:
-            return StoreLockTimeout(
-                f"row lock for user key {key.user!r} not acquired in {timeout}s"
-            )
-        return StoreError(f"the database failed to take a row lock ({_describe(exc)})")
+    def timed_out(
+        self, exc: OperationalError, key: StoreKey, timeout: float
+    ) -> StoreLockTimeout | None:
+        """The timeout error if ``exc`` is PostgreSQL's ``lock_timeout`` running out."""
+        if _sqlstate(exc) != _LOCK_NOT_AVAILABLE:
+            return None
+        return StoreLockTimeout(f"row lock for user key {key.user!r} not acquired in {timeout}s")
 
     def vanishing(self, key: StoreKey) -> StoreError:
         return StoreError(f"the row lock for user key {key.user!r} kept disappearing")
@@ -267,10 +266,6 @@ class SQLAlchemyStore(TokenStore):
         engine_options: dict[str, Any] | None = None,
         staleness_bound: float = 1.0,
     ) -> None:
-        if cipher is None and not encryption_keys:
-            raise ConfigurationError(
-                "SQLAlchemyStore needs a cipher or encryption_keys: records are always encrypted"
-            )
         self._owns_engine = isinstance(engine, str)
         self.engine = _make_engine(engine, engine_options) if isinstance(engine, str) else engine
         self.table = token_table(metadata if metadata is not None else MetaData(), table_name)
@@ -281,7 +276,6 @@ class SQLAlchemyStore(TokenStore):
             self.table,
             self.engine.dialect.name,
             self.engine.dialect.driver,
-            staleness_bound,
         )
         self.cipher = self._rows.cipher
         self.staleness_bound = staleness_bound
@@ -357,8 +351,7 @@ class SQLAlchemyStore(TokenStore):
             self._listen_connection, self._rows.channel, on_change, repr(self)
         )
         self._watches.add(listener)
-        listener.start(WATCH_CONNECT_WAIT)
-        return listener
+        return listener.start(WATCH_CONNECT_WAIT)
 
     def iter_keys(self, *, server: str | None = None, api: str | None = None) -> Iterator[StoreKey]:
         with self._connection(None, "list records") as conn:
@@ -391,7 +384,10 @@ class SQLAlchemyStore(TokenStore):
                     return
                 self._insert_placeholder(conn, key)
         except OperationalError as exc:
-            raise self._rows.lock_failure(exc, key, timeout) from None
+            timed_out = self._rows.timed_out(exc, key, timeout)
+            if timed_out is not None:
+                raise timed_out from None
+            raise
         raise self._rows.vanishing(key)
 
     def _insert_placeholder(self, conn: Connection, key: StoreKey) -> None:
@@ -435,8 +431,13 @@ class SQLAlchemyStore(TokenStore):
             conn.execute(notify)
 
     def _listen_connection(self) -> Any:
-        # A connection of the engine's own settings (connect_args, events), taken out of
-        # its pool for good: LISTEN needs it for the watch's whole life.
+        # A new connection with the engine's own settings (URL, connect_args). Never one
+        # from the pool: after the listener's connection was killed, a pooled one may be
+        # about to die with it, and a channel that seems back for an instant makes every
+        # watcher forget its copies.
+        creator = getattr(self.engine.pool, "_creator", None)
+        if callable(creator):
+            return creator()
         proxied = self.engine.raw_connection()
         driver_connection = proxied.driver_connection
         proxied.detach()
@@ -512,11 +513,6 @@ class AsyncSQLAlchemyStore(AsyncTokenStore):
         engine_options: dict[str, Any] | None = None,
         staleness_bound: float = 1.0,
     ) -> None:
-        if cipher is None and not encryption_keys:
-            raise ConfigurationError(
-                "AsyncSQLAlchemyStore needs a cipher or encryption_keys: "
-                "records are always encrypted"
-            )
         self._owns_engine = isinstance(engine, str)
         if isinstance(engine, str):
             engine = _make_async_engine(engine, engine_options)
@@ -529,7 +525,6 @@ class AsyncSQLAlchemyStore(AsyncTokenStore):
             self.table,
             engine.dialect.name,
             engine.dialect.driver,
-            staleness_bound,
         )
         self.cipher = self._rows.cipher
         self.staleness_bound = staleness_bound
@@ -571,7 +566,9 @@ class AsyncSQLAlchemyStore(AsyncTokenStore):
                     raise self._rows.process_lock_timeout(key, timeout)
                 yield
             return
-        held_before = _ASYNC_HELD.get() or {}
+        # A lock released by a task of its own (a shielded release runs in a copy of this
+        # context) leaves its entry here: its connection is closed by then.
+        held_before = {k: c for k, c in (_ASYNC_HELD.get() or {}).items() if not c.closed}
         if (id(self), key) in held_before:
             raise StoreError(f"the lock for user key {key.user!r} is already held by this task")
         with self._errors("connect to the database"):
@@ -622,7 +619,7 @@ class AsyncSQLAlchemyStore(AsyncTokenStore):
 
     async def aclose(self) -> None:
         for listener in list(self._watches):
-            listener.close()
+            await listener.aclose()
         if self._owns_engine:
             await self.engine.dispose()
 
@@ -639,7 +636,10 @@ class AsyncSQLAlchemyStore(AsyncTokenStore):
                     return
                 await conn.execute(self._rows.placeholder(key))
         except OperationalError as exc:
-            raise self._rows.lock_failure(exc, key, timeout) from None
+            timed_out = self._rows.timed_out(exc, key, timeout)
+            if timed_out is not None:
+                raise timed_out from None
+            raise
         raise self._rows.vanishing(key)
 
     async def _finish(self, conn: AsyncConnection, key: StoreKey, *, quiet: bool) -> None:
@@ -660,7 +660,7 @@ class AsyncSQLAlchemyStore(AsyncTokenStore):
         self, key: StoreKey | None, action: str
     ) -> AsyncIterator[AsyncConnection]:
         held = (_ASYNC_HELD.get() or {}).get((id(self), key)) if key is not None else None
-        if held is not None:
+        if held is not None and not held.closed:
             with self._errors(action):
                 yield held
             return

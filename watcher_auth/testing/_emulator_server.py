@@ -254,14 +254,30 @@ class _Handler(BaseHTTPRequestHandler):
     def _unless_failing(self, target: str, answer: Callable[[], Reply]) -> Reply:
         """``answer()``, unless a failure was queued for ``target`` with ``fail_next``."""
         mode = self.server.state.take_failure(target)
-        if mode is not None and mode not in ("hang", "process_then_drop"):
+        if mode is not None and mode not in ("hang", "process_then_drop", "drip"):
             return self._failure(mode, target)
         if mode == "hang":
             self._wait(self.server.state.settings.hang_seconds)
         reply = answer()
         if mode == "process_then_drop":
             raise _Drop
+        if mode == "drip":
+            self._drip(reply)
+            raise _Drop  # answered in full; the connection is closed after it
         return reply
+
+    def _drip(self, reply: Reply) -> None:
+        """Send ``reply`` in four pieces, the whole taking ``hang_seconds``: headers first,
+        then the body with a pause before each piece."""
+        body = reply.body
+        self.close_connection = True
+        self.wfile.write(self._head(reply.status, reply.content_type, len(body), reply.headers))
+        self.wfile.flush()
+        step = -(-len(body) // 3) or 1
+        for start in range(0, len(body), step):
+            self._wait(self.server.state.settings.hang_seconds / 3)
+            self.wfile.write(body[start : start + step])
+            self.wfile.flush()
 
     def _failure(self, mode: str, target: str) -> Reply:
         state = self.server.state
@@ -406,7 +422,7 @@ class WatcherEmulator:
         include_iat: Access tokens carry ``iat``.
         send_date_header: Answers carry a ``Date`` header.
         legacy_error_field: Error bodies also carry a top-level ``"error"`` like older servers.
-        hang_seconds: How long the ``"hang"`` failure mode waits.
+        hang_seconds: How long the ``"hang"`` failure mode waits (and ``"drip"`` drips).
         system_api_key: The API v2 system key (``x-vsaas-api-key`` with super-admin rights);
             a random one when not given, readable as :attr:`system_api_key`.
         v2_dead_session_answer: How API v2 ``GET /auth/whoami`` answers a dead or missing
@@ -606,10 +622,11 @@ class WatcherEmulator:
     def issued_secrets(self) -> frozenset[str]:
         """Every secret the emulator knows or has handed out, for leak checks.
 
-        Passwords and API v2 keys of its users, the system key, and every access token,
-        refresh token and session id it issued (rotated and ended ones included).
+        Passwords and API v2 keys of its users, the system key, the control token, and
+        every access token, refresh token and session id it issued (rotated and ended ones
+        included).
         """
-        return self._state.secrets()
+        return self._state.secrets() | {self._control_token}
 
     def add_user(
         self,
@@ -679,7 +696,8 @@ class WatcherEmulator:
                 (permission denied, with a JSON:API error body; counted in ``forbidden`` for
                 v3 calls and in ``v2_forbidden`` for v2 calls), ``"500"``,
                 ``"502_html"``, ``"503"``, ``"drop"``, ``"reset_mid_body"``,
-                ``"hang"`` (wait ``hang_seconds``, then answer), ``"non_json"``,
+                ``"hang"`` (wait ``hang_seconds``, then answer), ``"drip"`` (answer, the
+                body in three pieces over ``hang_seconds``), ``"non_json"``,
                 ``"bad_jwt"`` (login and refresh only) or ``"process_then_drop"`` (do the
                 work, then close without answering).
         """

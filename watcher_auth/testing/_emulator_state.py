@@ -66,6 +66,7 @@ FAILURE_MODES = frozenset(
         "drop",
         "reset_mid_body",
         "hang",
+        "drip",
         "non_json",
         "bad_jwt",
         "process_then_drop",
@@ -550,9 +551,8 @@ class EmulatorState:
                 self._counters.forbidden += 1
             else:
                 self._counters.v2_forbidden += 1
-        if target == "call":
-            return self.error_reply(403, "forbidden", "Permission denied")
-        return self.error_reply(403, "forbidden", "Session is invalid")
+        title = "Permission denied" if target == "call" else "Session is invalid"
+        return self.error_reply(403, "forbidden", title)
 
     def injected_401(self, target: str) -> Reply:
         """The 401 a ``fail_next(target, mode="401")`` answers; on calls it counts as one."""

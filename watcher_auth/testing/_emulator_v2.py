@@ -77,8 +77,6 @@ def camera(stream: Mapping[str, Any]) -> dict[str, Any]:
         "organization_id": stream.get("organization_id"),
         "folder_id": stream.get("folder_id"),
         "enabled": True,
-        # Kept beside ``stream_status.alive`` for portals written against older emulators.
-        "alive": alive,
         "stream_status": {"alive": alive, "status": stats.get("status", "")},
         "playback_config": {
             "token": stats.get("playback_token", ""),

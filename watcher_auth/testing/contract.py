@@ -28,6 +28,7 @@ fixture drives (use it to close the store when the fixture ends)::
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 import time
 import uuid
@@ -43,6 +44,23 @@ from watcher_auth.stores.base import AsyncTokenStore, TokenStore
 __all__ = ["AsyncTokenStoreContract", "RunCoroutine", "TokenStoreContract", "sample_pair"]
 
 T = TypeVar("T")
+
+#: The longest a change may take to reach a watcher.
+CHANGE_DELIVERY = 1.0
+
+
+def _next_change_to(key: StoreKey, get: Callable[..., StoreKey | None], within: float) -> bool:
+    """Whether a change of ``key`` (or of everything) arrives within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            changed = get(timeout=left)
+        except queue.Empty:
+            return False
+        if changed is None or changed == key:
+            return True
+    return False
+
 
 #: Runs a coroutine to its end on the test's event loop (the ``arun`` fixture).
 RunCoroutine = Callable[[Coroutine[Any, Any, T]], T]
@@ -187,6 +205,25 @@ class TokenStoreContract:
             assert store.load(key) is not None
             store.delete(key)
             assert store.load(key) is None
+
+    def test_a_change_channel_tells_of_every_save_and_delete_by_another_client(
+        self, store: TokenStore, other_store: TokenStore, key: StoreKey
+    ) -> None:
+        changes: queue.Queue[StoreKey | None] = queue.Queue()
+        watch = store.watch(changes.put)
+        if watch is None:
+            # No channel: copies are trusted for a bounded time instead.
+            assert 0 < store.staleness_bound < float("inf")
+            return
+        try:
+            assert watch.healthy
+            other_store.save(key, sample_pair())
+            assert _next_change_to(key, changes.get, CHANGE_DELIVERY)
+            other_store.delete(key)
+            assert _next_change_to(key, changes.get, CHANGE_DELIVERY)
+        finally:
+            watch.close()
+        assert not watch.healthy
 
 
 class AsyncTokenStoreContract:
@@ -349,11 +386,14 @@ class AsyncTokenStoreContract:
     ) -> None:
         async def scenario() -> None:
             async with store.lock(key, timeout=5):
-                waiter = asyncio.ensure_future(other_store.lock(key, timeout=10).__aenter__())
-                await asyncio.sleep(0.1)
-                waiter.cancel()
-                with pytest.raises(asyncio.CancelledError):
-                    await waiter
+                # Cancelled at different moments: while sleeping between attempts, and in
+                # the middle of an attempt.
+                for delay in (0.1, 0, 0.001, 0.002, 0.003, 0.005, 0.008, 0.013, 0.021, 0.034):
+                    waiter = asyncio.ensure_future(other_store.lock(key, timeout=3).__aenter__())
+                    await asyncio.sleep(delay)
+                    waiter.cancel()
+                    with pytest.raises(asyncio.CancelledError):
+                        await waiter
             async with other_store.lock(key, timeout=2):
                 pass
 
@@ -386,6 +426,39 @@ class AsyncTokenStoreContract:
 
         arun(scenario())
 
+    def test_a_change_channel_tells_of_every_save_and_delete_by_another_client(
+        self,
+        store: AsyncTokenStore,
+        other_store: AsyncTokenStore,
+        key: StoreKey,
+        arun: RunCoroutine[Any],
+    ) -> None:
+        async def scenario() -> bool:
+            changes: asyncio.Queue[StoreKey | None] = asyncio.Queue()
+            watch = await store.watch(changes.put_nowait)
+            if watch is None:
+                # No channel: copies are trusted for a bounded time instead.
+                assert 0 < store.staleness_bound < float("inf")
+                return True
+
+            async def next_change() -> bool:
+                while True:
+                    changed = await changes.get()
+                    if changed is None or changed == key:
+                        return True
+
+            try:
+                assert watch.healthy
+                await other_store.save(key, sample_pair())
+                await asyncio.wait_for(next_change(), CHANGE_DELIVERY)
+                await other_store.delete(key)
+                await asyncio.wait_for(next_change(), CHANGE_DELIVERY)
+            finally:
+                watch.close()
+            return not watch.healthy
+
+        assert arun(scenario())
+
     def test_the_event_loop_keeps_running_while_a_lock_waits(
         self,
         store: AsyncTokenStore,
@@ -393,34 +466,46 @@ class AsyncTokenStoreContract:
         key: StoreKey,
         arun: RunCoroutine[Any],
     ) -> None:
-        async def longest_stall() -> float:
-            async with store.lock(key, timeout=5):
-                stop = asyncio.Event()
-                gaps: list[float] = []
+        async def longest_gap(wait: Callable[[], Coroutine[Any, Any, None]]) -> float:
+            """The ticker's longest pause beyond its 5 ms while ``wait()`` runs."""
+            stop = asyncio.Event()
+            gaps: list[float] = []
 
-                async def ticker() -> None:
-                    last = time.monotonic()
-                    while not stop.is_set():
-                        await asyncio.sleep(0.005)
-                        now = time.monotonic()
-                        gaps.append(now - last - 0.005)
-                        last = now
+            async def ticker() -> None:
+                last = time.monotonic()
+                while not stop.is_set():
+                    await asyncio.sleep(0.005)
+                    now = time.monotonic()
+                    gaps.append(now - last - 0.005)
+                    last = now
 
-                ticking = asyncio.ensure_future(ticker())
-                await asyncio.sleep(0.05)  # the ticker is running before the wait starts
-                with pytest.raises(StoreLockTimeout):
-                    async with other_store.lock(key, timeout=1):
-                        pass
-                stop.set()
-                await ticking
-            assert len(gaps) > 50
+            ticking = asyncio.ensure_future(ticker())
+            await asyncio.sleep(0.05)  # the ticker is running before the wait starts
+            await wait()
+            stop.set()
+            await ticking
+            assert len(gaps) > 20
             return max(gaps)
 
-        # A wait that blocks the loop stalls it for the whole second, every time; a machine
-        # busy with other work may stall it briefly now and then, so the best of five counts.
-        stalls = []
-        for _ in range(5):
-            stalls.append(arun(longest_stall()))
-            if stalls[-1] < self.max_loop_stall:
+        async def lock_wait() -> None:
+            with pytest.raises(StoreLockTimeout):
+                async with other_store.lock(key, timeout=1):
+                    pass
+
+        async def idle() -> None:
+            await asyncio.sleep(0.3)
+
+        async def attempt() -> tuple[float, float]:
+            async with store.lock(key, timeout=5):
+                return await longest_gap(idle), await longest_gap(lock_wait)
+
+        # A wait that blocks the loop stalls it for the whole second, every time. A machine
+        # busy with other work stalls it now and then whatever the loop does, as much as
+        # the same ticker shows with nothing to wait for: that much is allowed on top.
+        attempts = []
+        for _ in range(10):
+            idle_gap, waiting_gap = arun(attempt())
+            attempts.append((round(idle_gap, 3), round(waiting_gap, 3)))
+            if waiting_gap < self.max_loop_stall + idle_gap:
                 break
-        assert min(stalls) < self.max_loop_stall, stalls
+        assert any(wait < self.max_loop_stall + idle for idle, wait in attempts), attempts

@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
 from django.views import View
 
-from django_watcher_auth.decorators import watcher_required
+from django_watcher_auth.decorators import watcher_required, watcher_v2_required
 from django_watcher_auth.mixins import WatcherRequiredMixin
 
 
@@ -73,6 +73,46 @@ class ProfileView(WatcherRequiredMixin, View):
         return JsonResponse(request.watcher.json("profile"))  # type: ignore[attr-defined]
 
 
+@watcher_required
+async def async_cameras(request: HttpRequest) -> HttpResponse:
+    """An async view: the user's streams through ``await request.awatcher()``."""
+    watcher = await request.awatcher()  # type: ignore[attr-defined]
+    names = [stream["name"] async for stream in watcher.paginate("streams")]
+    return JsonResponse({"streams": names})
+
+
+async def async_profile(request: HttpRequest) -> HttpResponse:
+    """No decorator: the middleware answers the Watcher errors of an async view."""
+    watcher = await request.awatcher()  # type: ignore[attr-defined]
+    return JsonResponse(await watcher.json("profile"))
+
+
+@watcher_required
+async def async_checked(request: HttpRequest) -> HttpResponse:
+    """An async ``raise_for_status()`` on Watcher's 404."""
+    watcher = await request.awatcher()  # type: ignore[attr-defined]
+    answer = await watcher.get("streams/no-such-stream")
+    answer.raise_for_status()
+    return JsonResponse(answer.json())
+
+
+@watcher_v2_required
+async def async_v2_cameras(request: HttpRequest) -> HttpResponse:
+    watcher = await request.awatcher_v2()  # type: ignore[attr-defined]
+    return JsonResponse({"cameras": [c["name"] async for c in watcher.paginate("cameras")]})
+
+
+class AsyncProfileView(WatcherRequiredMixin, View):
+    async def get(self, request: HttpRequest) -> HttpResponse:
+        watcher = await request.awatcher()  # type: ignore[attr-defined]
+        return JsonResponse(await watcher.json("profile"))
+
+
+async def health(request: HttpRequest) -> HttpResponse:
+    """Answers at once, without Watcher or the database."""
+    return JsonResponse({"status": "ok"})
+
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("watcher/", include("django_watcher_auth.urls")),
@@ -86,4 +126,10 @@ urlpatterns = [
     path("watcher-api/<path:path>", watcher_path, name="watcher-api"),
     path("naive-streams/", naive_streams, name="naive-streams"),
     path("buggy/", buggy, name="buggy"),
+    path("async/cameras/", async_cameras, name="async-cameras"),
+    path("async/profile/", async_profile, name="async-profile"),
+    path("async/checked/", async_checked, name="async-checked"),
+    path("async/v2/cameras/", async_v2_cameras, name="async-v2-cameras"),
+    path("async/profile-view/", AsyncProfileView.as_view(), name="async-profile-view"),
+    path("health/", health, name="health"),
 ]

@@ -21,8 +21,13 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_watcher_auth.checks import unreadable_warning
 from django_watcher_auth.conf import get_clock, get_manager, service_account, watcher_settings
-from watcher_auth import MemoryStore, TokenManager, WatcherAuthError, normalize_server_url
-from watcher_auth._policy import parse_json_object
+from watcher_auth import (
+    MemoryStore,
+    TokenManager,
+    WatcherAuthError,
+    normalize_server_url,
+    parse_json_object,
+)
 from watcher_auth.web import unreadable_keys
 
 _PROBE = "/watcher/client-api/v3/profile"
