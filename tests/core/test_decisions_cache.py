@@ -221,8 +221,7 @@ def test_logout_drops_this_processs_copy_even_without_an_echo(
 def test_a_pair_from_a_host_with_another_clock_is_judged_on_this_hosts_clock(
     emulator: WatcherEmulator, fake_clock: FakeClock
 ) -> None:
-    # A store without per-process copies, so every call judges the stored pair afresh.
-    store = MemoryStore()
+    store = ChannelStore()  # with per-process copies, kept before the offset was known
     synced = TokenManager(emulator.url, store=store, clock=fake_clock, timeout=5.0)
     behind = TokenManager(emulator.url, store=store, clock=lambda: fake_clock() - 600, timeout=5.0)
     synced.login(KEY, username="alice", password="secret")
