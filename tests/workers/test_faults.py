@@ -142,7 +142,8 @@ def test_with_a_short_lock_timeout_callers_behind_a_killed_holder_get_a_retryabl
     start(threads_behind_a_dead_holder, make, result)
     outcomes, extra_threads = result.get(timeout=30)
     assert [name for _, name in outcomes] == ["StoreLockTimeout"] * 8
-    assert max(waited for waited, _ in outcomes) < 1.0 + 1.0
+    # lock_timeout (1 s) plus room for a loaded machine; far from the lease or 30 s.
+    assert max(waited for waited, _ in outcomes) < 1.0 + 2.0
     assert extra_threads == 0
     assert issubclass(StoreLockTimeout, StoreError)  # what callers retry on
     # Once the lease has run out, the next caller refreshes.
