@@ -288,23 +288,28 @@ def reset_manager() -> None:
         old.close()
 
 
-def _build_manager() -> TokenManager:
+def _manager_options() -> dict[str, Any]:
+    """The settings both managers are built from (all but the store)."""
     url = watcher_settings.URL
     if not url:
         raise ConfigurationError("WATCHER_AUTH['URL'] is not set: give Watcher's address")
     service = service_account()
-    manager = TokenManager(
-        url,
-        store=build_store(),
-        credentials=_service_credentials(service) if service is not None else None,
-        timeout=watcher_settings.TIMEOUT,
-        clock=get_clock(),
-        refresh_margin=watcher_settings.REFRESH_MARGIN,
-        lock_timeout=float(watcher_settings.LOCK_TIMEOUT),
-        deadline=watcher_settings.DEADLINE,
-        local_cache_size=int(watcher_settings.LOCAL_CACHE_SIZE),
-        verify=watcher_settings.VERIFY_TLS,
-    )
+    return {
+        "base_url": url,
+        "credentials": _service_credentials(service) if service is not None else None,
+        "timeout": watcher_settings.TIMEOUT,
+        "clock": get_clock(),
+        "refresh_margin": watcher_settings.REFRESH_MARGIN,
+        "lock_timeout": float(watcher_settings.LOCK_TIMEOUT),
+        "deadline": watcher_settings.DEADLINE,
+        "local_cache_size": int(watcher_settings.LOCAL_CACHE_SIZE),
+        "verify": watcher_settings.VERIFY_TLS,
+    }
+
+
+def _build_manager() -> TokenManager:
+    options = _manager_options()
+    manager = TokenManager(store=build_store(), **options)
     manager.add_listener(_send_signal)
     _instrument(manager)
     return manager
@@ -321,22 +326,8 @@ def _instrument(manager: TokenManager | AsyncTokenManager) -> None:
 def _build_async_manager() -> AsyncTokenManager:
     from watcher_auth import AsyncTokenManager
 
-    url = watcher_settings.URL
-    if not url:
-        raise ConfigurationError("WATCHER_AUTH['URL'] is not set: give Watcher's address")
-    service = service_account()
-    manager = AsyncTokenManager(
-        url,
-        store=build_async_store(),
-        credentials=_service_credentials(service) if service is not None else None,
-        timeout=watcher_settings.TIMEOUT,
-        clock=get_clock(),
-        refresh_margin=watcher_settings.REFRESH_MARGIN,
-        lock_timeout=float(watcher_settings.LOCK_TIMEOUT),
-        deadline=watcher_settings.DEADLINE,
-        local_cache_size=int(watcher_settings.LOCAL_CACHE_SIZE),
-        verify=watcher_settings.VERIFY_TLS,
-    )
+    options = _manager_options()
+    manager = AsyncTokenManager(store=build_async_store(), **options)
     manager.add_listener(_send_signal_from_thread)
     _instrument(manager)
     return manager
