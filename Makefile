@@ -26,11 +26,17 @@ lint: $(STAMP)
 
 # Playwright's sync API keeps an event loop running in the main thread until it stops, which
 # breaks asyncio.run() in later tests: the browser tests get a pytest process of their own.
+# The matrix corner (its own virtualenv and interpreter) runs beside them, mostly waiting on
+# installs and sockets as they do, and its log is shown at the end; any failure fails the run.
 test: lint
 	sh scripts/ensure_chromium.sh
-	$(BIN)/python -m pytest -m "not browser"
-	$(BIN)/python -m pytest -m browser
-	$(BIN)/nox -t corners -- tests/django
+	mkdir -p test-artifacts
+	$(BIN)/nox -t corners -- tests/django > test-artifacts/corners.log 2>&1 & corners=$$!; \
+	$(BIN)/python -m pytest -m "not browser"; suite=$$?; \
+	$(BIN)/python -m pytest -m browser; browser=$$?; \
+	wait $$corners; corner=$$?; \
+	echo "--- matrix corner (test-artifacts/corners.log) ---"; tail -n 15 test-artifacts/corners.log; \
+	test $$suite -eq 0 && test $$browser -eq 0 && test $$corner -eq 0
 
 matrix: $(STAMP)
 	$(BIN)/nox -s tests
