@@ -36,8 +36,9 @@ DJANGOS = ("5.2", "6.0", "6.1")
 SUITES = ("tests/django", "tests/core", "tests/v2")
 CORNERS = {("3.11", "5.2"), ("3.13", "6.1")}
 # What these suites need from the test extra; linters, stubs and the browser stay out of the
-# cells, which keeps a fresh cell's install short. uvicorn serves the ASGI tests.
-RUNNERS = ("pytest", "pytest-django", "hypothesis", "uvicorn")
+# cells, which keeps a fresh cell's install short. uvicorn serves the ASGI tests; the
+# OpenTelemetry SDK reads back what the status and telemetry tests record.
+RUNNERS = ("pytest", "pytest-django", "hypothesis", "uvicorn", "opentelemetry-sdk", "jsonschema")
 
 
 def _test_requirements() -> list[str]:
