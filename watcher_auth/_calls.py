@@ -10,7 +10,7 @@ Watcher's origin can make the library refresh, log in again, delete or retry.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -18,7 +18,7 @@ from watcher_auth._effects import SEND, Answer, Flow
 from watcher_auth._events import EventType
 from watcher_auth._lifecycle import Lifecycle
 from watcher_auth._policy import bearer_authorization
-from watcher_auth._tokens import Secret, TokenPair
+from watcher_auth._tokens import Secret, StoreKey, TokenPair
 from watcher_auth._urls import origin_of
 
 __all__ = ["BearerScheme", "CallRequest", "CallScheme", "answered", "call_flow"]
@@ -47,8 +47,17 @@ class CallScheme(ABC):
     #: The headers that carry the credentials (removed before a retry).
     header_names: tuple[str, ...]
 
-    def __init__(self, lifecycle: Lifecycle, api_root: str) -> None:
+    def __init__(
+        self,
+        lifecycle: Lifecycle,
+        api_root: str,
+        *,
+        local_read: Callable[[StoreKey], TokenPair | None] | None = None,
+    ) -> None:
         self.lifecycle = lifecycle
+        #: Reads a process-local store with no I/O (a ``MemoryStore``'s ``load``): such a
+        #: store is this process's own truth, so a fresh record in it needs no flow either.
+        self.local_read = local_read
         self.api_root = api_root
         self.origin = origin_of(api_root)
         parts = urlsplit(api_root)
@@ -65,9 +74,23 @@ class CallScheme(ABC):
         ``None`` when only :meth:`credentials` can tell (no copy, or the copy is stale or
         was dropped by a change notice: the cache's rules decide)."""
         lifecycle = self.lifecycle
-        if lifecycle.cache is None or not isinstance(key, str) or not key:
-            return None  # no copies kept (a process-local store), or a key the flow refuses
-        return lifecycle.cache.get(lifecycle.store_key(key, self.api))
+        if not isinstance(key, str) or not key:
+            return None  # a key the flow refuses, with its own error
+        cache = lifecycle.cache
+        if cache is not None:
+            return cache.get(lifecycle.store_key(key, self.api))
+        read = self.local_read
+        if read is None:
+            return None
+        pair = read(lifecycle.store_key(key, self.api))
+        if pair is None or self.needs_flow(pair):
+            return None
+        return pair
+
+    def needs_flow(self, pair: TokenPair) -> bool:
+        """Whether a record read from a process-local store must go through
+        :meth:`credentials` rather than be sent as it is."""
+        return True
 
     @abstractmethod
     def credentials(self, key: str) -> Flow[TokenPair]:
@@ -90,6 +113,10 @@ class BearerScheme(CallScheme):
 
     def credentials(self, key: str) -> Flow[TokenPair]:
         return self.lifecycle.current(key)
+
+    def needs_flow(self, pair: TokenPair) -> bool:
+        # What ``Lifecycle.current`` decides for a stored pair with no cache in between.
+        return self.lifecycle.is_stale(pair)
 
     def headers(self, pair: TokenPair) -> dict[str, str]:
         return {"Authorization": Secret(bearer_authorization(pair.access_token))}
@@ -120,7 +147,7 @@ def answered(
     running the flow (a fresh copy already in this process, see ``FlowAuth``).
     """
     lifecycle = scheme.lifecycle
-    if answer.date is not None:
+    if answer.date is not None and lifecycle.server_clock.is_new(answer.date):
         lifecycle.server_clock.observe_date(answer.date, lifecycle.clock())
     if answer.status != scheme.challenge or not scheme.owns(answer.url) or not request.replayable:
         return

@@ -75,6 +75,10 @@ class ServerClock:
         self._last_date: str | None = None
         self._moved = moved
 
+    def is_new(self, date_header: str) -> bool:
+        """Whether ``date_header`` differs from the last one taken (so is worth a clock read)."""
+        return date_header != self._last_date
+
     def observe_date(self, date_header: str | None, received_at: float) -> None:
         """Take a response's ``Date`` header (one-second resolution) into the estimate."""
         if not date_header or date_header == self._last_date:

@@ -119,7 +119,11 @@ class TokenManager(ManagerBase):
             proxies=self._proxies,
             **self._step_options(),
         )
-        self._bearer = BearerScheme(self.lifecycle, self.api_root)
+        self._bearer = BearerScheme(
+            self.lifecycle,
+            self.api_root,
+            local_read=self.store.load if isinstance(self.store, MemoryStore) else None,
+        )
         self._v2_scheme = V2Scheme(self.v2)
 
     @property

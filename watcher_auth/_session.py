@@ -6,7 +6,7 @@ import http.cookiejar
 import logging
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
@@ -59,15 +59,15 @@ class _PreparedCall:
 
     __slots__ = ("_names", "_position", "_sent", "replayable", "request")
 
-    def __init__(self, request: requests.PreparedRequest, names: tuple[str, ...]) -> None:
+    def __init__(
+        self, request: requests.PreparedRequest, names: tuple[str, ...], position: int | None
+    ) -> None:
         self.request = request
         self._names = names
         self._sent: requests.PreparedRequest | None = None
         body = request.body
-        self._position = _body_position(body)
-        self.replayable = (
-            body is None or self._position is not None or isinstance(body, (bytes, str))
-        )
+        self._position = position
+        self.replayable = body is None or position is not None or isinstance(body, (bytes, str))
 
     @property
     def url(self) -> str:
@@ -83,9 +83,15 @@ class _PreparedCall:
             self._sent = None
             if self._position is not None:
                 self.request.body.seek(self._position)  # type: ignore[union-attr]
-        for name in self._names:
-            self.request.headers.pop(name, None)
-        self.request.headers.update(headers)
+        _set_headers(self.request, self._names, headers)
+
+
+def _set_headers(
+    request: requests.PreparedRequest, names: tuple[str, ...], headers: Mapping[str, str]
+) -> None:
+    for name in names:
+        request.headers.pop(name, None)
+    request.headers.update(headers)
 
 
 def _body_position(body: object) -> int | None:
@@ -96,6 +102,20 @@ def _body_position(body: object) -> int | None:
         return int(tell())
     except OSError:
         return None
+
+
+# The attribute of a prepared request under which its call's state waits for the answer.
+_PENDING = "_watcher_auth_pending"
+
+
+class _Pending(NamedTuple):
+    """A sent call's state until Watcher answers: the copy attached without a flow, or the
+    flow that attached credentials, and where the body stood."""
+
+    pair: TokenPair | None
+    position: int | None
+    flow: Flow[None] | None
+    call: _PreparedCall | None
 
 
 class FlowAuth(AuthBase):
@@ -112,55 +132,71 @@ class FlowAuth(AuthBase):
         self._sent: tuple[TokenPair, dict[str, str]] | None = None
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        scheme, steps = self._scheme, self._steps
-        call = _PreparedCall(r, scheme.header_names)
+        scheme, key = self._scheme, self.key
+        # Where a body stands now, for a retry to rewind to (before anything reads it).
+        position = None if r.body is None else _body_position(r.body)
         # The common case: a call to Watcher's API root while this process holds a fresh
         # copy (by the cache's own rules, change notices included). Attaching it is the
         # flow's whole decision, so the flow starts at Watcher's answer.
-        pair = scheme.copy(self.key) if call.url.startswith(scheme.prefix) else None
-        flow: Flow[None] | None = None
+        url = r.url or ""
+        pair = scheme.copy(key) if url.startswith(scheme.prefix) else None
         if pair is not None:
-            call.set_credentials(self._headers(pair))
+            _set_headers(r, scheme.header_names, self._headers(pair))
+            state = _Pending(pair, position, None, None)
         else:
-            flow = call_flow(scheme, self.key, call)
-            wants_send, _ = drive(flow, steps)
+            call = _PreparedCall(r, scheme.header_names, position)
+            flow = call_flow(scheme, key, call)
+            wants_send, _ = drive(flow, self._steps)
             if not wants_send:
                 return r
-        challenge = scheme.challenge
-        done = False
-
-        def on_response(response: requests.Response, **kwargs: Any) -> requests.Response:
-            nonlocal done, flow
-            if done:  # a later hop of a redirect: the flow already decided
-                return response
-            done = True
-            sent = response.request
-            call.sent(sent)
-            status = response.status_code
-            answer = Answer(
-                status,
-                sent.url or "",
-                response.headers.get("Date"),
-                response.content if status == challenge else b"",
-            )
-            if flow is None:
-                assert pair is not None
-                flow = answered(scheme, self.key, call, pair, answer)
-                retry, _ = drive(flow, steps)
-            else:
-                retry, _ = drive(flow, steps, answer)
-            if not retry:
-                return response
-            logger.info("Watcher answered %s for key %r; retrying once", status, self.key)
-            response.close()
-            second: requests.Response = response.connection.send(call.request, **kwargs)
-            second.history.append(response)
-            second.request = call.request
-            drive(flow, steps, Answer(second.status_code, call.url))
-            return second
-
-        r.register_hook("response", on_response)  # type: ignore[no-untyped-call]
+            state = _Pending(None, position, flow, call)
+        # Kept on the request rather than in a closure, so the request and its hook form no
+        # reference cycle and are freed as soon as the caller drops the response.
+        vars(r)[_PENDING] = state
+        # What ``register_hook`` does, less its ``isinstance(hook, Callable)`` check.
+        r.hooks["response"].append(self._on_response)
         return r
+
+    def _on_response(self, response: requests.Response, **kwargs: Any) -> requests.Response:
+        sent = response.request
+        state: _Pending | None = vars(sent).pop(_PENDING, None)
+        if state is None:  # a later hop of a redirect: the flow already decided
+            return response
+        scheme, steps, key = self._scheme, self._steps, self.key
+        status = response.status_code
+        flow = state.flow
+        if flow is None and status != scheme.challenge:
+            # The flow after a fresh copy's answer, all of it: note Watcher's clock.
+            date = response.headers.get("Date")
+            lifecycle = scheme.lifecycle
+            if date and lifecycle.server_clock.is_new(date):
+                lifecycle.server_clock.observe_date(date, lifecycle.clock())
+            return response
+        call = state.call
+        if call is None:
+            call = _PreparedCall(sent, scheme.header_names, state.position)
+        call.sent(sent)
+        answer = Answer(
+            status,
+            sent.url or "",
+            response.headers.get("Date"),
+            response.content if status == scheme.challenge else b"",
+        )
+        if flow is None:
+            assert state.pair is not None
+            flow = answered(scheme, key, call, state.pair, answer)
+            retry, _ = drive(flow, steps)
+        else:
+            retry, _ = drive(flow, steps, answer)
+        if not retry:
+            return response
+        logger.info("Watcher answered %s for key %r; retrying once", status, key)
+        response.close()
+        second: requests.Response = response.connection.send(call.request, **kwargs)
+        second.history.append(response)
+        second.request = call.request
+        drive(flow, steps, Answer(second.status_code, call.url))
+        return second
 
     def _headers(self, pair: TokenPair) -> dict[str, str]:
         # The headers of the pair sent last, kept: most calls send the same pair again.
@@ -180,6 +216,23 @@ class WatcherBearerAuth(FlowAuth):
     token goes only to the manager's Watcher origin (same scheme, host and port), and only a
     401 from that origin makes it refresh and retry.
     """
+
+
+_ORIGINS: dict[str, tuple[tuple[str, str, int], tuple[str, str]]] = {}
+
+
+def _origin_and_prefixes(base_url: str) -> tuple[tuple[str, str, int], tuple[str, str]]:
+    """``base_url``'s origin and the adapter prefixes that serve it, longest first; kept,
+    since every session of a manager shares its base URL."""
+    known = _ORIGINS.get(base_url)
+    if known is None:
+        origin = origin_of(base_url)
+        scheme, host, port = origin
+        with_port, without = f"{scheme}://{host}:{port}/", f"{scheme}://{host}/"
+        if len(_ORIGINS) >= 64:
+            _ORIGINS.clear()
+        known = _ORIGINS[base_url] = (origin, (with_port, without))
+    return known
 
 
 class WatcherSession(requests.Session):
@@ -216,18 +269,17 @@ class WatcherSession(requests.Session):
         self.max_redirects = DEFAULT_REDIRECT_LIMIT
         self.trust_env = True
         self.cookies = RequestsCookieJar(policy=_NO_COOKIES)
-        self.adapters = OrderedDict()
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.auth = auth
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
-        self._origin = origin_of(self.base_url)
+        self._origin, prefixes = _origin_and_prefixes(self.base_url)
         self._shared_adapter = adapter
         if adapter is not None:
-            scheme, host, port = self._origin
-            self.mount(f"{scheme}://{host}:{port}/", adapter)
-            self.mount(f"{scheme}://{host}/", adapter)
+            # What two ``mount`` calls leave: the origin with its port, and without it.
+            self.adapters = OrderedDict((prefix, adapter) for prefix in prefixes)
         else:
+            self.adapters = OrderedDict()
             self._mount_defaults()
 
     def _mount_defaults(self) -> None:

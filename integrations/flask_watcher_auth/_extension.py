@@ -65,6 +65,7 @@ from watcher_auth.web import (
 
 if TYPE_CHECKING:
     import httpx
+    from flask.ctx import _AppCtxGlobals
 
     from watcher_auth import AsyncTokenManager, AsyncWatcherClient
 
@@ -446,6 +447,11 @@ def _request_owner() -> object:
     return request._get_current_object() if has_request_context() else None  # type: ignore[attr-defined]
 
 
+def _app_g() -> _AppCtxGlobals:
+    """The app context's ``g`` itself, not its proxy."""
+    return cast("_AppCtxGlobals", g._get_current_object())
+
+
 _PROXY_NAMES = {
     "v3": "current_watcher",
     "v2": "current_watcher_v2",
@@ -467,7 +473,9 @@ def _request_session(api: str = "v3") -> _RequestSession:
         )
     owner = _request_owner()
     slot = _SLOTS[api]
-    held: _RequestSession | None = g.get(slot)
+    # g resolved once: each use of the proxy looks the context up again.
+    ctx_g = _app_g()
+    held: _RequestSession | None = ctx_g.get(slot)
     # g outlives a request when the caller pushed an app context around several requests
     # (common in tests): a session is reused only within the request that made it.
     if held is not None and held.owner is owner:
@@ -479,24 +487,24 @@ def _request_session(api: str = "v3") -> _RequestSession:
     if api == "system":
         key, session = "", state.system_session()
     elif api == "v2":
-        g._watcher_v2_wanted = owner
+        ctx_g._watcher_v2_wanted = owner
         key = state.watcher_v2_key()
         session = state.manager.v2_session(key)
     else:
         key = state.watcher_key()
         session = state.manager.session(key)
-    session.hooks["response"].append(_last_answer(owner))
+    session.hooks["response"].append(_last_answer(owner, ctx_g))
     held = _RequestSession(owner, key, session)
-    setattr(g, slot, held)
+    setattr(ctx_g, slot, held)
     return held
 
 
-def _last_answer(owner: object) -> LastAnswer:
+def _last_answer(owner: object, ctx_g: _AppCtxGlobals) -> LastAnswer:
     """This request's record of Watcher's last answer (shared by its sessions)."""
-    held: tuple[object, LastAnswer] | None = g.get("_watcher_last_answer")
+    held: tuple[object, LastAnswer] | None = ctx_g.get("_watcher_last_answer")
     if held is None or held[0] is not owner:
         held = (owner, LastAnswer())
-        g._watcher_last_answer = held
+        ctx_g._watcher_last_answer = held
     return held[1]
 
 
@@ -584,7 +592,7 @@ def _request_async_client(api: str) -> AsyncWatcherClient:
     else:
         client = manager.session(state.watcher_key())
     if owner is not None:
-        last = _last_answer(owner)
+        last = _last_answer(owner, _app_g())
 
         async def remember(response: httpx.Response) -> None:
             last.status = response.status_code
@@ -786,23 +794,33 @@ def answer_response(exc: BaseException, answer: ErrorAnswer) -> BaseResponse:
 
 
 def _close_request_session(exc: BaseException | None) -> None:
-    g.pop(_ASYNC_SLOT, None)  # closed on their own event loop, when the async view returned
-    g.pop("_watcher_v2_wanted", None)
-    g.pop("_watcher_last_answer", None)
+    ctx_g = _app_g()
+    ctx_g.pop(_ASYNC_SLOT, None)  # closed on their own event loop, when the async view returned
+    ctx_g.pop("_watcher_v2_wanted", None)
+    ctx_g.pop("_watcher_last_answer", None)
     for slot in _SLOTS.values():
-        held: _RequestSession | None = g.pop(slot, None)
+        held: _RequestSession | None = ctx_g.pop(slot, None)
         if held is not None:
             held.session.close()
+
+
+@functools.cache
+def _flask_login() -> Any:
+    """Flask-Login, or ``None`` when it is not installed (looked up once)."""
+    try:
+        return importlib.import_module("flask_login")
+    except ImportError:
+        return None
 
 
 def _flask_login_user_key() -> str | None:
     if not hasattr(current_app, "login_manager"):
         return None
-    try:
-        flask_login = importlib.import_module("flask_login")
-    except ImportError:
+    flask_login = _flask_login()
+    if flask_login is None:
         return None
-    user = flask_login.current_user
+    # The user itself: each use of the ``current_user`` proxy looks the user up again.
+    user = flask_login.current_user._get_current_object()
     if user is None or not user.is_authenticated:
         return None
     key = user.get_id()
