@@ -1,0 +1,75 @@
+"""What a call leaves behind: nothing that only the cycle collector can free.
+
+A web portal makes a call or more per request; a reference cycle per call (a request whose
+answer hook holds the request) keeps the request, its headers and the answer alive until the
+next collection and makes collections more frequent. These tests run with the collector off
+and check that a finished call's request is freed as soon as its answer is dropped.
+"""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+
+import pytest
+
+from watcher_auth import MemoryStore, TokenManager
+from watcher_auth.testing import FakeClock, WatcherEmulator
+
+KEY = "portal-user-4"
+
+
+@pytest.fixture
+def emulator(watcher_emulator_factory, fake_clock: FakeClock) -> WatcherEmulator:
+    return watcher_emulator_factory(clock=fake_clock, access_lifetime=60)
+
+
+@pytest.fixture
+def manager(emulator: WatcherEmulator, fake_clock: FakeClock) -> Iterator[TokenManager]:
+    manager = TokenManager(emulator.url, store=MemoryStore(), clock=fake_clock, timeout=5.0)
+    manager.login(KEY, username="alice", password="secret")
+    yield manager
+    manager.close()
+
+
+@pytest.fixture
+def no_collector() -> Iterator[None]:
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _request_freed_with_its_answer(manager: TokenManager) -> bool:
+    response = manager.session(KEY).get("streams")
+    assert response.status_code == 200
+    request = weakref.ref(response.request)
+    first = weakref.ref(response.history[0].request) if response.history else None
+    del response
+    return request() is None and (first is None or first() is None)
+
+
+def test_a_call_with_a_fresh_pair_leaves_no_reference_cycle(
+    manager: TokenManager, emulator: WatcherEmulator, no_collector: None
+) -> None:
+    assert _request_freed_with_its_answer(manager)
+    assert emulator.stats.refreshes == 0
+
+
+def test_a_call_that_refreshes_first_leaves_no_reference_cycle(
+    manager: TokenManager, emulator: WatcherEmulator, fake_clock: FakeClock, no_collector: None
+) -> None:
+    fake_clock.advance(59)  # inside the refresh margin: the flow refreshes before sending
+    assert _request_freed_with_its_answer(manager)
+    assert emulator.stats.refreshes == 1
+
+
+def test_a_call_retried_after_a_401_leaves_no_reference_cycle(
+    manager: TokenManager, emulator: WatcherEmulator, no_collector: None
+) -> None:
+    emulator.revoke_access_tokens("alice")
+    assert _request_freed_with_its_answer(manager)
+    assert (emulator.stats.unauthorized, emulator.stats.refreshes) == (1, 1)
