@@ -115,7 +115,11 @@ class AsyncTokenManager(ManagerBase):
         self.steps = AsyncSteps(
             self.lifecycle, self.store, client=self._login_client, **self._step_options()
         )
-        self._bearer = BearerScheme(self.lifecycle, self.api_root)
+        self._bearer = BearerScheme(
+            self.lifecycle,
+            self.api_root,
+            local_read=self.store.peek if isinstance(self.store, AsyncMemoryStore) else None,
+        )
         self._v2_scheme = V2Scheme(self.v2)
 
     # --- per-loop resources -------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from watcher_auth._calls import CallScheme, call_flow
+from watcher_auth._calls import CallScheme, answered, call_flow
 from watcher_auth._drivers import (
     DEFAULT_MAX_RESPONSE_BYTES,
     AsyncSteps,
@@ -27,7 +27,8 @@ from watcher_auth._effects import Answer
 from watcher_auth._exceptions import ConfigurationError, WatcherConnectionError
 from watcher_auth._policy import CursorPages, decode_answer
 from watcher_auth._session import NoCookies
-from watcher_auth._urls import origin_of, path_only
+from watcher_auth._tokens import TokenPair
+from watcher_auth._urls import default_port, is_absolute, origin_of, path_only
 from watcher_auth.v2._policy import OffsetPages
 
 __all__ = ["AsyncWatcherClient", "FlowHttpxAuth", "WatcherClient", "httpx_verify"]
@@ -61,9 +62,12 @@ class _HttpxCall:
         return str(self.request.url)
 
     def set_credentials(self, headers: Mapping[str, str]) -> None:
+        sent = self.request.headers
         for name in self._names:
-            self.request.headers.pop(name, None)
-        self.request.headers.update(headers)
+            if name not in headers:
+                sent.pop(name, None)
+        for name, value in headers.items():
+            sent[name] = value  # replaces any header of that name, whatever its case
 
 
 class FlowHttpxAuth(httpx.Auth):
@@ -87,19 +91,30 @@ class FlowHttpxAuth(httpx.Auth):
         self._sync = sync_steps
         self._async = async_steps
         self.key = key
+        # The headers of the pair sent last: most calls send the same pair again.
+        self._sent: tuple[TokenPair, dict[str, str]] | None = None
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
         steps = self._sync
         if steps is None:
             raise ConfigurationError(
-                "this auth belongs to an AsyncTokenManager: use it with httpx.AsyncClient"
+                "this auth belongs to an AsyncTokenManager: use it with httpx.Client"
             )
         # httpx's own auth_flow wrappers read the body for requires_request_body; these
         # replace them, so they read it: a one-shot stream can then be sent again.
         request.read()
         call = _HttpxCall(request, self._scheme.header_names)
-        flow = call_flow(self._scheme, self.key, call)
-        wants_send, _ = drive(flow, steps)
+        pair = self._copy(call)
+        if pair is not None:
+            response = yield call.request
+            if not self._challenged(response):
+                return
+            response.read()
+            flow = answered(self._scheme, self.key, call, pair, self._answer(response))
+            wants_send, _ = drive(flow, steps)
+        else:
+            flow = call_flow(self._scheme, self.key, call)
+            wants_send, _ = drive(flow, steps)
         while wants_send:
             response = yield call.request
             if response.status_code == self._scheme.challenge:
@@ -117,13 +132,46 @@ class FlowHttpxAuth(httpx.Auth):
             )
         await request.aread()
         call = _HttpxCall(request, self._scheme.header_names)
-        flow = call_flow(self._scheme, self.key, call)
-        wants_send, _ = await drive_async(flow, steps)
+        pair = self._copy(call)
+        if pair is not None:
+            response = yield call.request
+            if not self._challenged(response):
+                return
+            await response.aread()
+            flow = answered(self._scheme, self.key, call, pair, self._answer(response))
+            wants_send, _ = await drive_async(flow, steps)
+        else:
+            flow = call_flow(self._scheme, self.key, call)
+            wants_send, _ = await drive_async(flow, steps)
         while wants_send:
             response = yield call.request
             if response.status_code == self._scheme.challenge:
                 await response.aread()
             wants_send, _ = await drive_async(flow, steps, self._answer(response))
+
+    def _copy(self, call: _HttpxCall) -> TokenPair | None:
+        """The common case: a call to Watcher's origin while this process holds a fresh copy
+        (by the cache's rules, change notices included), attached with no step at all; the
+        flow then starts at Watcher's answer (see :func:`answered`)."""
+        scheme = self._scheme
+        pair = scheme.copy(self.key) if call.url.startswith(scheme.prefix) else None
+        if pair is not None:
+            sent = self._sent
+            if sent is None or sent[0] is not pair:
+                sent = self._sent = (pair, scheme.headers(pair))
+            call.set_credentials(sent[1])
+        return pair
+
+    def _challenged(self, response: httpx.Response) -> bool:
+        """Whether the answer to a fresh copy needs the rest of the flow; if not, only
+        Watcher's clock is noted (all the flow would do)."""
+        if response.status_code == self._scheme.challenge:
+            return True
+        date = response.headers.get("Date")
+        lifecycle = self._scheme.lifecycle
+        if date and lifecycle.server_clock.is_new(date):
+            lifecycle.server_clock.observe_date(date, lifecycle.clock())
+        return False
 
     def _answer(self, response: httpx.Response) -> Answer:
         challenged = response.status_code == self._scheme.challenge
@@ -139,14 +187,27 @@ class FlowHttpxAuth(httpx.Auth):
 
 
 def _strip_foreign(origin: tuple[str, str, int], names: tuple[str, ...]) -> Any:
+    scheme, host, port = origin
+
     def strip(request: httpx.Request) -> None:
         # httpx keeps Authorization on an http -> https redirect to the same host; the
         # credentials belong to Watcher's exact origin only.
-        if origin_of(str(request.url)) != origin:
+        url = request.url
+        if url.host == host and url.scheme == scheme and (url.port or default_port(scheme)) == port:
+            return  # Watcher's origin, read off the parsed URL
+        if origin_of(str(url)) != origin:
             for name in names:
                 request.headers.pop(name, None)
 
     return strip
+
+
+def _absolute(base_url: str, url: Any) -> Any:
+    """A relative path as the absolute URL httpx would make of it against ``base_url``,
+    built as text (httpx otherwise parses the URL twice)."""
+    if isinstance(url, str) and not is_absolute(url):
+        return base_url + url.lstrip("/")
+    return url
 
 
 def _client_options(
@@ -182,6 +243,10 @@ class WatcherClient(httpx.Client):
         self.event_hooks["request"].append(strip)
         self.max_response_bytes = max_response_bytes
         self._v2 = v2
+        self._root = str(self.base_url)
+
+    def request(self, method: str, url: Any, **kwargs: Any) -> httpx.Response:
+        return super().request(method, _absolute(self._root, url), **kwargs)
 
     def send(
         self, request: httpx.Request, *, stream: bool = False, **kwargs: Any
@@ -250,6 +315,10 @@ class AsyncWatcherClient(httpx.AsyncClient):
         self.event_hooks["request"].append(strip_foreign)
         self.max_response_bytes = max_response_bytes
         self._v2 = v2
+        self._root = str(self.base_url)
+
+    async def request(self, method: str, url: Any, **kwargs: Any) -> httpx.Response:
+        return await super().request(method, _absolute(self._root, url), **kwargs)
 
     async def send(
         self, request: httpx.Request, *, stream: bool = False, **kwargs: Any

@@ -89,9 +89,12 @@ class _PreparedCall:
 def _set_headers(
     request: requests.PreparedRequest, names: tuple[str, ...], headers: Mapping[str, str]
 ) -> None:
+    sent = request.headers
     for name in names:
-        request.headers.pop(name, None)
-    request.headers.update(headers)
+        if name not in headers:
+            sent.pop(name, None)
+    for name, value in headers.items():
+        sent[name] = value  # replaces any header of that name, whatever its case
 
 
 def _body_position(body: object) -> int | None:

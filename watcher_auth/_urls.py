@@ -26,6 +26,11 @@ def origin_of(url: str) -> tuple[str, str, int]:
     return scheme, (parts.hostname or "").lower(), port
 
 
+def default_port(scheme: str) -> int:
+    """The port a URL of ``scheme`` means when it names none (0 if unknown)."""
+    return _DEFAULT_PORTS.get(scheme, 0)
+
+
 def is_absolute(path: str) -> bool:
     """Whether ``path`` starts with a scheme (``"streams?next=http://x"`` is relative)."""
     return _ABSOLUTE_URL.match(path) is not None

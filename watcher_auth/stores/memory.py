@@ -83,6 +83,10 @@ class AsyncMemoryStore(AsyncTokenStore):
     async def load(self, key: StoreKey) -> TokenPair | None:
         return self._data.get(key)
 
+    def peek(self, key: StoreKey) -> TokenPair | None:
+        """:meth:`load` without awaiting: the record is in this process's memory."""
+        return self._data.get(key)
+
     async def save(self, key: StoreKey, pair: TokenPair) -> None:
         self._data[key] = pair
 
