@@ -8,13 +8,14 @@ and check that a finished call's request is freed as soon as its answer is dropp
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import weakref
 from collections.abc import Iterator
 
 import pytest
 
-from watcher_auth import MemoryStore, TokenManager
+from watcher_auth import AsyncTokenManager, MemoryStore, TokenManager
 from watcher_auth.testing import FakeClock, WatcherEmulator
 
 KEY = "portal-user-4"
@@ -73,3 +74,25 @@ def test_a_call_retried_after_a_401_leaves_no_reference_cycle(
     emulator.revoke_access_tokens("alice")
     assert _request_freed_with_its_answer(manager)
     assert (emulator.stats.unauthorized, emulator.stats.refreshes) == (1, 1)
+
+
+@pytest.mark.parametrize("path", ["streams", "/streams", "streams?limit=1"])
+def test_every_client_resolves_a_relative_path_under_the_api_root(
+    manager: TokenManager, emulator: WatcherEmulator, fake_clock: FakeClock, path: str
+) -> None:
+    expected = manager.api_root + path.lstrip("/")
+    assert manager.session(KEY).get(path).url == expected
+    with manager.httpx_client(KEY) as client:
+        answer = client.get(path)
+        assert (answer.status_code, str(answer.url)) == (200, expected)
+
+    async def from_the_async_client() -> tuple[int, str]:
+        async_manager = AsyncTokenManager(emulator.url, clock=fake_clock, timeout=5.0)
+        try:
+            await async_manager.login(KEY, username="alice", password="secret")
+            answer = await async_manager.session(KEY).get(path)
+            return answer.status_code, str(answer.url)
+        finally:
+            await async_manager.aclose()
+
+    assert asyncio.run(from_the_async_client()) == (200, expected)
