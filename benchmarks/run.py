@@ -1174,7 +1174,6 @@ def machine() -> str:
         "watcher-auth",
         "requests",
         "PyJWT",
-        "cachetools",
         "cryptography",
         "Django",
         "Flask",

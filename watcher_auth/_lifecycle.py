@@ -14,8 +14,6 @@ from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
-from cachetools import LRUCache
-
 from watcher_auth._effects import (
     Delete,
     Flow,
@@ -34,6 +32,7 @@ from watcher_auth._exceptions import (
     ReauthenticationRequired,
     WatcherUnavailable,
 )
+from watcher_auth._lru import LRU
 from watcher_auth._policy import (
     DEFAULT_MAX_LIFETIME,
     RefreshRejected,
@@ -117,7 +116,7 @@ class LocalCache:
     """
 
     def __init__(self, maxsize: int, clock: Callable[[], float], staleness_bound: float) -> None:
-        self._data: LRUCache[StoreKey, tuple[TokenPair, float, float]] = LRUCache(maxsize)
+        self._data: LRU[StoreKey, tuple[TokenPair, float, float]] = LRU(maxsize)
         self._lock = threading.Lock()
         self._clock = clock
         self.staleness_bound = staleness_bound
@@ -126,7 +125,7 @@ class LocalCache:
         self._echoes: dict[StoreKey, list[float]] = {}
 
     def get(self, key: StoreKey) -> TokenPair | None:
-        entry = self._data.get(key)
+        entry = self._data.lookup(key)
         if entry is None:
             return None
         pair, until, read_at = entry
@@ -160,7 +159,9 @@ class LocalCache:
         """Drop every copy whose pair ``judged_wrong`` says is kept for the wrong time."""
         with self._lock:
             self.epoch += 1
-            for key in [k for k, (pair, _, _) in self._data.items() if judged_wrong(pair)]:
+            # A snapshot first: lock-free reads reorder the entries as they are used.
+            entries = list(self._data.items())
+            for key in [k for k, (pair, _, _) in entries if judged_wrong(pair)]:
                 del self._data[key]
 
     def wrote(self, key: StoreKey) -> None:
@@ -241,6 +242,7 @@ class Lifecycle:
         # have spent the refresh token, so a rejection next is explained by that.
         self._unanswered: set[StoreKey] = set()
         self._store_keys: dict[tuple[str, str], StoreKey] = {}
+        self._last_fresh: tuple[TokenPair | None, float | None, float] = (None, None, 0.0)
         if refresh_margin is None:
             self.margin: Margin = default_refresh_margin
         elif callable(refresh_margin):
@@ -273,10 +275,16 @@ class Lifecycle:
 
     def fresh_until(self, pair: TokenPair) -> float:
         """Local time from which ``pair`` is due for a refresh (infinite if it never is)."""
+        # Most calls ask about the pair asked about last, under the same clock estimate;
+        # the answer is kept as one tuple, so threads never see half of an update.
+        offset = self.server_clock.offset
+        last = self._last_fresh
+        if last[0] is pair and last[1] == offset:
+            return last[2]
         expires = self.server_clock.local_expiry(pair)
-        if expires is None:
-            return float("inf")
-        return expires - self.margin(pair.lifetime)
+        until = float("inf") if expires is None else expires - self.margin(pair.lifetime)
+        self._last_fresh = (pair, offset, until)
+        return until
 
     def is_stale(self, pair: TokenPair) -> bool:
         """Whether ``pair`` is due for a refresh now."""

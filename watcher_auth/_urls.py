@@ -33,7 +33,7 @@ def default_port(scheme: str) -> int:
 
 def is_absolute(path: str) -> bool:
     """Whether ``path`` starts with a scheme (``"streams?next=http://x"`` is relative)."""
-    return _ABSOLUTE_URL.match(path) is not None
+    return "://" in path and _ABSOLUTE_URL.match(path) is not None
 
 
 def path_only(url: str) -> str:

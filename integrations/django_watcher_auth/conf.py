@@ -88,7 +88,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -200,6 +200,8 @@ class WatcherSettings:
     def __init__(self, user_settings: Mapping[str, Any] | None = None) -> None:
         self._user_settings = user_settings
         self._loaded: set[str] = set()
+        #: Values derived from the settings (and the environment), kept until a reload.
+        self.resolved: dict[str, object] = {}
 
     @property
     def user_settings(self) -> Mapping[str, Any]:
@@ -224,8 +226,11 @@ class WatcherSettings:
         for name in self._loaded:
             delattr(self, name)
         self._loaded.clear()
+        self.resolved.clear()
         self._user_settings = None
 
+
+_UNREAD = object()
 
 #: The app's settings; rebuilt when ``WATCHER_AUTH`` changes.
 watcher_settings = WatcherSettings()
@@ -442,7 +447,19 @@ def user_for_key(key: str, using: str | None = None) -> Any:
 
 
 def service_account() -> tuple[str, str] | None:
-    """``(username, password)`` of the configured service account, or ``None``."""
+    """``(username, password)`` of the configured service account, or ``None``.
+
+    Read once (settings and environment) until ``WATCHER_AUTH`` changes.
+    """
+    known = watcher_settings.resolved.get("SERVICE_ACCOUNT", _UNREAD)
+    if known is not _UNREAD:
+        return cast("tuple[str, str] | None", known)
+    account = _read_service_account()
+    watcher_settings.resolved["SERVICE_ACCOUNT"] = account
+    return account
+
+
+def _read_service_account() -> tuple[str, str] | None:
     configured = watcher_settings.SERVICE_ACCOUNT
     if configured is False:
         return None

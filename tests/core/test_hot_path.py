@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from watcher_auth import AsyncTokenManager, MemoryStore, TokenManager
+from watcher_auth import AsyncTokenManager, MemoryStore, StoreKey, TokenManager, TokenPair
 from watcher_auth.testing import FakeClock, WatcherEmulator
 
 KEY = "portal-user-4"
@@ -96,3 +96,32 @@ def test_every_client_resolves_a_relative_path_under_the_api_root(
             await async_manager.aclose()
 
     assert asyncio.run(from_the_async_client()) == (200, expected)
+
+
+class _CountingSharedStore(MemoryStore):
+    """Stands in for a shared store with no change channel, counting reads."""
+
+    shared = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loads = 0
+
+    def load(self, key: StoreKey) -> TokenPair | None:
+        self.loads += 1
+        return super().load(key)
+
+
+def test_the_per_process_cache_keeps_the_most_recently_used_copies(
+    emulator: WatcherEmulator, fake_clock: FakeClock
+) -> None:
+    store = _CountingSharedStore()
+    manager = TokenManager(emulator.url, store=store, clock=fake_clock, local_cache_size=2)
+    for key in ("a", "b", "c"):
+        manager.login(key, username="alice", password="secret")  # copies of b and c kept
+    store.loads = 0
+    manager.session("b").get("streams")  # b's copy, now the most recently used
+    manager.session("a").get("streams")  # a store read; c's copy makes room
+    manager.session("b").get("streams")  # b's copy again
+    assert store.loads == 1
+    manager.close()

@@ -1,4 +1,4 @@
-"""Bounded, process-local stores on cachetools: thread-safe and asyncio flavours."""
+"""Bounded, process-local stores: thread-safe and asyncio flavours."""
 
 from __future__ import annotations
 
@@ -7,14 +7,19 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
-from cachetools import LRUCache
-
-from watcher_auth._exceptions import StoreLockTimeout
+from watcher_auth._exceptions import ConfigurationError, StoreLockTimeout
 from watcher_auth._locks import KeyedLocks
+from watcher_auth._lru import LRU
 from watcher_auth._tokens import StoreKey, TokenPair
 from watcher_auth.stores.base import AsyncTokenStore, TokenStore
 
 __all__ = ["AsyncMemoryStore", "MemoryStore"]
+
+
+def _records(maxsize: int) -> LRU[StoreKey, TokenPair]:
+    if not isinstance(maxsize, int) or maxsize < 1:
+        raise ConfigurationError("a memory store's maxsize must be a positive number of records")
+    return LRU(maxsize)
 
 
 class MemoryStore(TokenStore):
@@ -27,13 +32,13 @@ class MemoryStore(TokenStore):
     shared = False
 
     def __init__(self, maxsize: int = 100_000) -> None:
-        self._data: LRUCache[StoreKey, TokenPair] = LRUCache(maxsize=maxsize)
+        self._data: LRU[StoreKey, TokenPair] = _records(maxsize)
         self._mutex = threading.Lock()
         self._locks = KeyedLocks()
 
     def load(self, key: StoreKey) -> TokenPair | None:
         with self._mutex:
-            return self._data.get(key)
+            return self._data.lookup(key)
 
     def save(self, key: StoreKey, pair: TokenPair) -> None:
         with self._mutex:
@@ -76,16 +81,16 @@ class AsyncMemoryStore(AsyncTokenStore):
     shared = False
 
     def __init__(self, maxsize: int = 100_000) -> None:
-        self._data: LRUCache[StoreKey, TokenPair] = LRUCache(maxsize=maxsize)
+        self._data: LRU[StoreKey, TokenPair] = _records(maxsize)
         # key -> (lock, number of holders and waiters); dropped when nobody uses it.
         self._locks: dict[StoreKey, tuple[asyncio.Lock, int]] = {}
 
     async def load(self, key: StoreKey) -> TokenPair | None:
-        return self._data.get(key)
+        return self._data.lookup(key)
 
     def peek(self, key: StoreKey) -> TokenPair | None:
         """:meth:`load` without awaiting: the record is in this process's memory."""
-        return self._data.get(key)
+        return self._data.lookup(key)
 
     async def save(self, key: StoreKey, pair: TokenPair) -> None:
         self._data[key] = pair
