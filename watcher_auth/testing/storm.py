@@ -522,7 +522,9 @@ def run_chaos(
     # Each worker writes what its callers see to its own journal as it happens, so what a
     # killed worker saw is not lost with it.
     journals = tempfile.mkdtemp(prefix="watcher-auth-chaos-")
-    stop: Any = ctx.Event()
+    # A flag in shared memory with no lock: a worker killed while it looks at it holds
+    # nothing (a multiprocessing.Event's lock would stay taken and stall every other worker).
+    stop: Any = ctx.Value("b", 0, lock=False)
     started = time.monotonic()
     windows: list[tuple[float, float, str]] = []
     result = ChaosResult()
@@ -582,7 +584,7 @@ def run_chaos(
             next_kill += kill_every or float("inf")
             continue
         time.sleep(0.05)
-    stop.set()
+    stop.value = 1
     for worker, _ in slots:
         worker.join(_PHASE_TIMEOUT)
         if worker.exitcode != 0:
@@ -673,7 +675,7 @@ def _chaos_worker(
 
     def caller(number: int) -> None:
         chooser = random.Random(f"{os.getpid()}-{number}")
-        while not stop.is_set():
+        while not stop.value:
             key = chooser.choice(keys)
             current.key = key
             try:
