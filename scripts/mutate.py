@@ -132,6 +132,7 @@ TARGETS = {
             BACKOFF,
             "tests/core/test_redis_store.py",
             "tests/stores/test_redis_async.py",
+            "tests/stores/test_redis_lock_decisions.py",
         ),
         only=(
             "<module>",  # the compare-and-delete and compare-and-extend scripts

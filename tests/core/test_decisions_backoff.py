@@ -97,3 +97,46 @@ def test_a_task_waits_for_a_process_key_lock_on_its_loop_and_gives_up_at_its_tim
     assert both is True and second is False
     assert ticks >= 10  # the loop kept running while the task waited
     assert len(locks) == 0
+
+
+def test_a_task_waiting_on_a_key_a_thread_holds_takes_it_as_soon_as_the_thread_leaves() -> None:
+    locks = ProcessKeyLocks()
+
+    async def main() -> bool:
+        async def waiter() -> bool:
+            async with locks.hold_async("k", 10) as acquired:
+                return acquired
+
+        with locks.hold("k", 1) as held:
+            assert held
+            waiting = asyncio.ensure_future(waiter())
+            await asyncio.sleep(0)  # it found the key held and polls it
+            assert not waiting.done()
+        return await waiting
+
+    assert asyncio.run(main()) is True
+
+
+def test_a_task_that_gave_up_on_a_key_frees_nothing_and_its_holder_hands_it_on() -> None:
+    locks = ProcessKeyLocks()
+
+    async def main() -> tuple[bool, bool, bool]:
+        async def waiter() -> bool:
+            async with locks.hold_async("k", 10) as acquired:
+                return acquired
+
+        async with locks.hold_async("k", 1) as first:
+            assert first
+            waiting = asyncio.ensure_future(waiter())
+            await asyncio.sleep(0)  # it found the key held and polls it
+            async with locks.hold_async("k", 0) as gave_up:
+                pass
+            async with locks.hold_async("k", 0) as still_held:
+                pass
+        return gave_up, still_held, await waiting
+
+    gave_up, still_held, next_waiter = asyncio.run(main())
+    assert gave_up is False
+    assert still_held is False  # the one that gave up did not release the holder's lock
+    assert next_waiter is True
+    assert len(locks) == 0

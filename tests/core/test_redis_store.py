@@ -174,6 +174,17 @@ def test_a_redis_outage_is_a_store_error(key: StoreKey) -> None:
     assert "hunter2" not in repr(store)
 
 
+def test_a_watch_started_while_redis_is_down_answers_unhealthy_after_about_two_seconds() -> None:
+    """Start-up waits a little for the change channel, then goes on without it."""
+    store = RedisStore(url="redis://127.0.0.1:1/0", encryption_keys=KEYS)
+    started = time.monotonic()
+    watch = store.watch(lambda changed: None)
+    waited = time.monotonic() - started
+    assert not watch.healthy
+    assert 1.9 <= waited < 3.5, waited
+    store.close()
+
+
 def test_the_store_is_found_by_its_short_name(redis_url: str, prefix: str) -> None:
     store = resolve_store("redis", url=redis_url, prefix=prefix, cipher=TokenCipher(KEYS))
     assert isinstance(store, RedisStore)

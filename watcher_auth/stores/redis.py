@@ -89,7 +89,7 @@ class _RedisLayout:
         cipher: TokenCipher | None,
         encryption_keys: Sequence[str | bytes] | None,
         prefix: str,
-        lock_lease: float,
+        lock_lease: float | None,
         ttl: float | None,
         poll_interval: float,
         staleness_bound: float,
@@ -101,6 +101,8 @@ class _RedisLayout:
                     f"{name} needs a cipher or encryption_keys: records are always encrypted"
                 )
             cipher = TokenCipher(encryption_keys, setting=f"{name}(encryption_keys=...)")
+        if lock_lease is None:
+            lock_lease = DEFAULT_LEASE
         if lock_lease <= 0:
             raise ConfigurationError(f"{name} lock_lease must be positive")
         if ttl is not None and ttl <= 0:
@@ -209,7 +211,8 @@ class RedisStore(_RedisLayout, TokenStore):
             first; any secret string works). One of the two is required.
         prefix: prepended to every key name, so several portals can share a database.
         lock_lease: seconds a lock outlives a holder that stopped renewing it (a dead
-            process); a live holder renews it every third of this.
+            process); a live holder renews it every third of this. ``None`` means
+            ``DEFAULT_LEASE`` (5 s).
         ttl: seconds a record lives after its last save, or ``None`` to keep it until it is
             deleted. Watcher does not tell a refresh token's lifetime; when you know it, set
             ``ttl`` to it, since the record is useless afterwards.
@@ -231,7 +234,7 @@ class RedisStore(_RedisLayout, TokenStore):
         cipher: TokenCipher | None = None,
         encryption_keys: Sequence[str | bytes] | None = None,
         prefix: str = DEFAULT_PREFIX,
-        lock_lease: float = DEFAULT_LEASE,
+        lock_lease: float | None = None,
         ttl: float | None = None,
         poll_interval: float = 0.05,
         staleness_bound: float = 1.0,
@@ -437,7 +440,7 @@ class AsyncRedisStore(_RedisLayout, AsyncTokenStore):
         cipher: TokenCipher | None = None,
         encryption_keys: Sequence[str | bytes] | None = None,
         prefix: str = DEFAULT_PREFIX,
-        lock_lease: float = DEFAULT_LEASE,
+        lock_lease: float | None = None,
         ttl: float | None = None,
         poll_interval: float = 0.05,
         staleness_bound: float = 1.0,
