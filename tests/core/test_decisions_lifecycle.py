@@ -23,7 +23,11 @@ from watcher_auth import (
     EventType,
     MemoryStore,
     NotConnected,
+    ReauthenticationRequired,
+    StoreError,
+    StoreKey,
     TokenManager,
+    TokenPair,
     TokenStore,
     WatcherEvent,
 )
@@ -239,6 +243,45 @@ def test_a_copy_no_longer_trusted_leaves_the_cache_and_makes_room_for_a_fresh_on
     assert store.loads == 0
 
 
+# --- a refresh whose new pair could not be stored ---------------------------------------------
+
+
+class SaveFailingStore(CountingStore):
+    """A shared store whose writes fail while ``failing`` is set and whose reads keep working,
+    as a database gone read-only does. (A real store cannot be made to fail exactly between
+    Watcher's answer to a refresh and the write of the new pair.)"""
+
+    failing = False
+
+    def save(self, key: StoreKey, pair: TokenPair) -> None:
+        if self.failing:
+            raise StoreError("the token store refused the write")
+        super().save(key, pair)
+
+
+def test_a_refresh_whose_new_pair_was_not_stored_is_not_reported_and_explains_the_rejection(
+    watcher_emulator_factory, server_clock: FakeClock
+) -> None:
+    emulator = watcher_emulator_factory(
+        clock=server_clock, access_lifetime=LIFETIME, rotate_refresh_tokens=True
+    )
+    store = SaveFailingStore()
+    manager = TokenManager(emulator.url, store=store, clock=server_clock, timeout=5.0)
+    manager.login(KEY, username="alice", password="secret")
+    events: list[WatcherEvent] = []
+    manager.add_listener(events.append)
+    server_clock.advance(LIFETIME)
+    store.failing = True
+    with pytest.raises(StoreError):
+        manager.session(KEY).get("profile")
+    assert emulator.stats.refreshes == 1  # Watcher rotated the refresh token
+    assert EventType.REFRESHED not in [e.type for e in events]
+    store.failing = False
+    with pytest.raises(ReauthenticationRequired) as caught:
+        manager.session(KEY).get("profile")
+    assert caught.value.reason == "refresh_answer_lost"
+
+
 # --- the first login through the provider ------------------------------------------------------
 
 
@@ -321,7 +364,7 @@ def test_a_call_that_waited_at_the_stores_lock_for_another_processs_refresh_says
     assert len(waits) == 1 and waits[0] is not None and 0.1 < waits[0] < 5.0
 
 
-def test_an_async_manager_over_a_sync_store_gives_the_stores_lock_back_after_each_login(
+def test_an_async_manager_over_a_sync_store_gives_the_stores_lock_back_after_each_step(
     emulator: WatcherEmulator, server_clock: FakeClock
 ) -> None:
     # The sync store runs behind an adapter that holds its lock on a thread of its own:
@@ -333,6 +376,7 @@ def test_an_async_manager_over_a_sync_store_gives_the_stores_lock_back_after_eac
             await manager.login(KEY, username="alice", password="secret")
             assert await manager.logout(KEY) is True
             await manager.login(KEY, username="alice", password="secret")
-            assert await manager.tokens(KEY) is not None
+            await manager.refresh(KEY)
+            assert await manager.logout(KEY) is True
 
     asyncio.run(main())
