@@ -318,6 +318,19 @@ def test_a_thread_that_found_no_pair_uses_another_threads_provider_login_without
     assert store.locks == 1
 
 
+# --- what a login reports ------------------------------------------------------------------------
+
+
+def test_a_login_reports_how_long_it_took(watcher_emulator_factory) -> None:
+    emulator = watcher_emulator_factory(latency=0.2)  # on the wall clock, like the manager
+    manager = TokenManager(emulator.url, timeout=5.0)
+    events: list[WatcherEvent] = []
+    manager.add_listener(events.append)
+    manager.login(KEY, username="alice", password="secret")
+    durations = [e.duration for e in events if e.type is EventType.CONNECTED]
+    assert len(durations) == 1 and durations[0] is not None and 0.2 <= durations[0] < 5.0
+
+
 # --- user keys ---------------------------------------------------------------------------------
 
 
