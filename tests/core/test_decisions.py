@@ -519,6 +519,18 @@ def test_at_exactly_the_staleness_bound_a_copy_is_read_again(
     assert store.loads == 1
 
 
+def test_a_url_on_watchers_origin_spelled_with_a_user_name_still_carries_the_token(
+    emulator: WatcherEmulator, fake_clock: FakeClock
+) -> None:
+    # Whether a URL is Watcher's is a question of its origin (scheme, host, port), not of
+    # how the caller spelled it.
+    manager = _manager(emulator, fake_clock)
+    manager.login(KEY, username="alice", password="secret")
+    url = emulator.v3_url.replace("http://", "http://someone@", 1) + "/profile"
+    assert manager.session(KEY).get(url).status_code == 200
+    assert emulator.stats.calls_by_user == {"alice": 1}
+
+
 @pytest.mark.parametrize("bad_key", ["", 42, None])
 def test_a_user_key_must_be_a_non_empty_string(
     emulator: WatcherEmulator, fake_clock: FakeClock, bad_key: object
