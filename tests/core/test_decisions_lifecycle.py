@@ -356,7 +356,7 @@ def test_a_call_that_waited_at_the_stores_lock_for_another_processs_refresh_says
     watcher_emulator_factory, server_clock: FakeClock
 ) -> None:
     emulator = watcher_emulator_factory(
-        clock=server_clock, access_lifetime=LIFETIME, refresh_latency=0.6
+        clock=server_clock, access_lifetime=LIFETIME, refresh_latency=1.0
     )
     store = CountingStore()
     elsewhere = TokenManager(emulator.url, store=store, clock=server_clock, timeout=5.0)
