@@ -403,7 +403,14 @@ def test_callers_that_got_a_401_at_once_share_one_refresh_and_the_waiter_says_ho
     manager.login(KEY, username="alice", password="secret")
     emulator.revoke_access_tokens("alice")
     events: list[WatcherEvent] = []
-    manager.add_listener(events.append)
+    both_refused = threading.Barrier(2, timeout=10)
+
+    def listen(event: WatcherEvent) -> None:
+        events.append(event)
+        if event.type is EventType.UNAUTHORIZED_RETRY:
+            both_refused.wait()  # both callers hold their 401 before either one refreshes
+
+    manager.add_listener(listen)
     statuses: list[int] = []
     threads = [
         threading.Thread(
