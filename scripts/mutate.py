@@ -64,6 +64,7 @@ PROCESSES = "tests/core/test_decisions_processes.py"
 SESSION = "tests/core/test_decisions_session.py"
 POLICY = "tests/core/test_decisions_policy.py"
 CACHE = "tests/core/test_decisions_cache.py"
+LIFECYCLE = "tests/core/test_decisions_lifecycle.py"
 LOCKS = "tests/core/test_decisions_locks.py"
 ASYNC = "tests/core/test_decisions_async.py"
 BACKOFF = "tests/core/test_decisions_backoff.py"
@@ -76,6 +77,7 @@ TARGETS = {
         (
             DECISIONS,
             CACHE,
+            LIFECYCLE,
             POLICY,
             SESSION,
             "tests/core/test_manager.py",

@@ -403,7 +403,14 @@ def test_callers_that_got_a_401_at_once_share_one_refresh_and_the_waiter_says_ho
     manager.login(KEY, username="alice", password="secret")
     emulator.revoke_access_tokens("alice")
     events: list[WatcherEvent] = []
-    manager.add_listener(events.append)
+    both_refused = threading.Barrier(2, timeout=10)
+
+    def listen(event: WatcherEvent) -> None:
+        events.append(event)
+        if event.type is EventType.UNAUTHORIZED_RETRY:
+            both_refused.wait()  # both callers hold their 401 before either one refreshes
+
+    manager.add_listener(listen)
     statuses: list[int] = []
     threads = [
         threading.Thread(
@@ -517,6 +524,18 @@ def test_at_exactly_the_staleness_bound_a_copy_is_read_again(
     fake_clock.set(kept_at + 5.0)
     manager.session(KEY).get("profile")
     assert store.loads == 1
+
+
+def test_a_url_on_watchers_origin_spelled_with_a_user_name_still_carries_the_token(
+    emulator: WatcherEmulator, fake_clock: FakeClock
+) -> None:
+    # Whether a URL is Watcher's is a question of its origin (scheme, host, port), not of
+    # how the caller spelled it.
+    manager = _manager(emulator, fake_clock)
+    manager.login(KEY, username="alice", password="secret")
+    url = emulator.v3_url.replace("http://", "http://someone@", 1) + "/profile"
+    assert manager.session(KEY).get(url).status_code == 200
+    assert emulator.stats.calls_by_user == {"alice": 1}
 
 
 @pytest.mark.parametrize("bad_key", ["", 42, None])

@@ -10,13 +10,15 @@ import logging
 
 import pytest
 
-from tests.asyncio.drivers import Driver, Drivers
+from tests.asyncio.drivers import Driver, Drivers, SharedAsyncMemoryStore, SharedMemoryStore
 from tests.asyncio.servers import foreign_server
 from watcher_auth import (
     EventType,
     InvalidCredentials,
     NotConnected,
     ReauthenticationRequired,
+    StoreKey,
+    TokenPair,
     WatcherAPIError,
     WatcherEvent,
     WatcherProtocolError,
@@ -218,6 +220,23 @@ def test_a_dead_user_key_is_deleted_and_never_replaced_by_a_password_login(
     assert [e.type for e in events][-1] == EventType.REAUTHENTICATION_REQUIRED
 
 
+def test_a_user_key_refused_after_another_process_disconnected_it_is_not_replaced_by_a_login(
+    drivers: Drivers, emulator: WatcherEmulator, fake_clock: FakeClock
+) -> None:
+    store = drivers.memory_store(shared=True)
+    accounts = {KEY: ("alice", "secret")}
+    elsewhere = drivers(emulator.url, store=store, clock=fake_clock)
+    here = drivers(emulator.url, store=store, clock=fake_clock, credentials=accounts.get)
+    elsewhere.v2_connect_user_key(KEY, username="alice", api_key=emulator.user_api_key("alice"))
+    assert here.v2_session(KEY).get("cameras").ok  # now in here's local cache
+    assert elsewhere.v2_logout(KEY) is True
+    emulator.rotate_api_key("alice")
+    with pytest.raises(NotConnected):
+        here.v2_session(KEY).get("cameras")  # sent with the cached key, refused
+    assert emulator.stats.v2_logins == 0
+    assert here.v2_tokens(KEY) is None
+
+
 # 403: dead or denied.
 
 
@@ -356,6 +375,42 @@ def test_a_session_replaced_by_another_process_is_used_without_a_new_login(
     stats = emulator.stats
     # first: the call and whoami; second: the call only, then the store's new session.
     assert (stats.v2_logins, stats.v2_forbidden) == (2, 3)
+
+
+class CountingStore(SharedMemoryStore):
+    """A shared memory store that counts the records read from it."""
+
+    loads = 0
+
+    def load(self, key: StoreKey) -> TokenPair | None:
+        self.loads += 1
+        return super().load(key)
+
+
+class CountingAsyncStore(SharedAsyncMemoryStore):
+    """:class:`CountingStore` for the async manager."""
+
+    loads = 0
+
+    async def load(self, key: StoreKey) -> TokenPair | None:
+        self.loads += 1
+        return await super().load(key)
+
+
+def test_a_session_another_process_put_in_place_of_a_refused_one_is_kept_for_the_next_calls(
+    drivers: Drivers, emulator: WatcherEmulator, fake_clock: FakeClock
+) -> None:
+    store = CountingAsyncStore() if drivers.kind == "async" else CountingStore()
+    first, second = (drivers(emulator.url, store=store, clock=fake_clock) for _ in range(2))
+    first.v2_login(KEY, username="alice", password="secret")
+    assert second.v2_session(KEY).get("cameras").ok  # now in second's local cache
+    emulator.revoke("alice")
+    first.v2_login(KEY, username="alice", password="secret")
+    assert second.v2_session(KEY).get("cameras").ok  # refused, then retried with the new one
+    store.loads = 0
+    assert second.v2_session(KEY).get("cameras").ok
+    assert store.loads == 0
+    assert emulator.stats.v2_logins == 2
 
 
 def test_a_403_from_another_origin_is_returned_and_checks_deletes_and_retries_nothing(
