@@ -303,7 +303,7 @@ def parse_token_response(
     received_at: float,
     previous: TokenPair | None = None,
     username: str | None = None,
-    max_lifetime: float = DEFAULT_MAX_LIFETIME,
+    max_lifetime: float | None = None,
 ) -> TokenPair:
     """Turn an answer from ``/login`` into a :class:`TokenPair`, or raise what it means.
 
@@ -316,8 +316,10 @@ def parse_token_response(
             when Watcher does not send a new one, and its history is carried over.
         username: the Watcher username, for a password login.
         max_lifetime: the longest lifetime believed: a later ``exp`` is cut to
-            ``issued_at + max_lifetime``.
+            ``issued_at + max_lifetime`` (default :data:`DEFAULT_MAX_LIFETIME`).
     """
+    if max_lifetime is None:
+        max_lifetime = DEFAULT_MAX_LIFETIME
     if status != 200:
         raise login_failure(status, body, refreshing=previous is not None)
     data = parse_json_object(body)

@@ -205,3 +205,25 @@ def test_a_zero_timeout_on_a_held_lock_gives_up_at_once() -> None:
     assert time.monotonic() - started < 1
     locks.release("k")
     assert len(locks) == 0
+
+
+def test_a_task_handed_the_lock_just_as_its_wait_runs_out_keeps_it() -> None:
+    locks = KeyedLocks()
+
+    async def main() -> tuple[bool, bool]:
+        locks.acquire("k")
+        waiting = asyncio.ensure_future(locks.acquire_async("k", 0.05))
+        await asyncio.sleep(0)  # the task is queued for the lock
+        time.sleep(0.2)  # the loop is busy past the task's deadline...
+        await asyncio.sleep(0)
+        locks.release("k")  # ...when the holder hands the lock on, as the wait times out
+        got = await waiting
+        if got:
+            locks.release("k")
+        return got, locks.acquire("k", 0)
+
+    got, free_again = asyncio.run(main())
+    assert got is True  # it holds the lock: nobody else would ever release it
+    assert free_again is True
+    locks.release("k")
+    assert len(locks) == 0

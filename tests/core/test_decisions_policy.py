@@ -116,6 +116,8 @@ def test_a_page_lists_its_items_under_watchers_key_the_paths_name_or_its_one_lis
         list_items({"next": None}, "users")
     with pytest.raises(WatcherProtocolError, match="not a JSON object"):
         list_items([1], "x")
+    # Without Watcher's own key, the list named like the path still wins over other lists.
+    assert list_items({"users": [1], "groups": [2]}, "users") == [1]
 
 
 def test_paging_stops_after_max_pages_and_refuses_a_repeated_or_odd_cursor() -> None:
@@ -189,8 +191,8 @@ def test_the_lifetime_cap_counts_from_the_servers_clock_when_it_is_behind() -> N
     iat = NOW - 600  # Watcher's clock is ten minutes behind this host's
     body = _answer({"iat": iat, "exp": iat + 10 * 86400})
     pair = parse_token_response(200, {}, body, received_at=NOW, max_lifetime=3600)
-    assert pair.expires_at == pytest.approx(iat + 0.5 + 3600)
-    assert pair.local_expires_at == pytest.approx(NOW + 3600)
+    assert pair.expires_at == pytest.approx(iat + 0.5 + 3600, abs=0.01)
+    assert pair.local_expires_at == pytest.approx(NOW + 3600, abs=0.01)
 
 
 def test_the_v2_system_key_comes_from_the_setting_else_the_environment_and_is_checked() -> None:
@@ -285,3 +287,39 @@ def test_a_whoami_answer_describing_a_guest_means_the_record_is_dead(body: bytes
 
     assert whoami_answer(200, body) is None
     assert whoami_answer(200, b'{"is_logged_in": true, "login": "alice"}') is not None
+
+
+def test_a_token_without_a_positive_lifetime_is_refreshed_only_when_it_expires() -> None:
+    pair = TokenPair("a", "r", expires_at=NOW, issued_at=NOW + 5)
+    assert needs_refresh(pair, NOW - 0.05) is False
+    assert needs_refresh(pair, NOW) is True
+
+
+def test_an_error_message_shows_watchers_text_code_and_title_cut_to_200_characters() -> None:
+    from watcher_auth._policy import error_summary
+
+    raw = json.dumps({"errors": [{"code": {"id": 7}, "title": "Bad login"}]}).encode()
+    assert error_summary(401, raw) == "HTTP 401 (Bad login)"
+    raw = json.dumps({"errors": [{"code": "", "title": "Bad login"}]}).encode()
+    assert error_summary(401, raw) == "HTTP 401 (Bad login)"
+    long = json.dumps({"error": "x" * 500}).encode()
+    assert error_summary(500, long) == "HTTP 500 (" + "x" * 200 + ")"
+
+
+def test_v2_lists_are_asked_for_a_hundred_at_a_time_unless_told() -> None:
+    from watcher_auth.v2._policy import OffsetPages
+
+    assert OffsetPages("cameras").query == {"limit": 100, "offset": 0}
+    assert OffsetPages("cameras", params={"q": "x"}, limit=5).query == {
+        "q": "x",
+        "limit": 5,
+        "offset": 0,
+    }
+
+
+def test_a_v2_page_that_is_a_bare_array_is_read_even_when_an_item_key_is_named() -> None:
+    from watcher_auth.v2._policy import OffsetPages
+
+    pages = OffsetPages("users", item_key="users", limit=2)
+    assert pages.take([1, 2]) == ([1, 2], True)
+    assert pages.take({"users": [3]}) == ([3], False)

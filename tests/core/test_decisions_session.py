@@ -3,12 +3,30 @@ and how API v2 credentials ride on a plain ``requests`` call."""
 
 from __future__ import annotations
 
+import datetime
+import http.server
+import ipaddress
+import ssl
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import pytest
 import requests
 from requests import PreparedRequest, Response
 
-from watcher_auth import MemoryStore, TokenManager, WatcherAPIError
+from watcher_auth import (
+    MemoryStore,
+    TokenManager,
+    WatcherAPIError,
+    WatcherConnectionError,
+    WatcherSession,
+)
 from watcher_auth.testing import FakeClock, WatcherEmulator
+from watcher_auth.testing.pytest_plugin import EmulatorFactory
+from watcher_auth.testing.services import require_redis
 
 KEY = "portal-user-9"
 
@@ -128,17 +146,20 @@ def test_an_httpx_client_of_the_manager_sends_to_another_origin_without_the_toke
     assert emulator.stats.calls_by_user == {"alice": 1}
 
 
-def test_a_cookie_one_answer_sets_never_rides_on_the_next_call(
-    connected: TokenManager, emulator: WatcherEmulator
-) -> None:
-    import http.server
-    import threading
+@dataclass
+class CookieServer:
+    url: str
+    seen: list[str | None] = field(default_factory=list)  # each request's Cookie header
 
-    seen: list[str | None] = []
+
+@pytest.fixture
+def cookie_server() -> Iterator[CookieServer]:
+    """A loopback page that sets a cookie on every answer and records what came back."""
+    record = CookieServer(url="")
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            seen.append(self.headers.get("Cookie"))
+            record.seen.append(self.headers.get("Cookie"))
             self.send_response(200)
             self.send_header("Set-Cookie", "tracking=alice-was-here; Path=/")
             self.send_header("Content-Length", "2")
@@ -150,20 +171,32 @@ def test_a_cookie_one_answer_sets_never_rides_on_the_next_call(
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://localhost:{server.server_address[1]}/page"
-        from watcher_auth import WatcherSession
+    record.url = f"http://localhost:{server.server_address[1]}/page"
+    yield record
+    server.shutdown()
+    server.server_close()
 
-        session = connected.session(KEY)
-        by_hand = WatcherSession(base_url=emulator.v3_url, auth=connected.auth(KEY), timeout=5.0)
-        for each in (session, by_hand):
-            each.get(url)
-            each.get(url)
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert seen == [None, None, None, None]
+
+def test_a_cookie_one_answer_sets_never_rides_on_the_next_call(
+    connected: TokenManager, emulator: WatcherEmulator, cookie_server: CookieServer
+) -> None:
+    session = connected.session(KEY)
+    by_hand = WatcherSession(base_url=emulator.v3_url, auth=connected.auth(KEY), timeout=5.0)
+    for each in (session, by_hand):
+        each.get(cookie_server.url)
+        each.get(cookie_server.url)
+    assert cookie_server.seen == [None, None, None, None]
     assert len(session.cookies) == 0 and len(by_hand.cookies) == 0
+
+
+def test_a_plain_requests_session_configured_by_the_manager_refuses_cookies(
+    connected: TokenManager, cookie_server: CookieServer
+) -> None:
+    with connected.configure_session(requests.Session()) as plain:
+        plain.get(cookie_server.url, timeout=5)
+        plain.get(cookie_server.url, timeout=5)
+        assert len(plain.cookies) == 0
+    assert cookie_server.seen == [None, None]
 
 
 def test_every_session_of_a_manager_shares_the_managers_connection_pool(
@@ -185,8 +218,6 @@ def test_every_session_of_a_manager_shares_the_managers_connection_pool(
 def test_a_session_made_with_a_base_url_without_a_trailing_slash_resolves_paths_under_it(
     connected: TokenManager, emulator: WatcherEmulator
 ) -> None:
-    from watcher_auth import WatcherSession
-
     session = WatcherSession(base_url=emulator.v3_url, auth=connected.auth(KEY), timeout=5.0)
     assert session.url_for("profile") == emulator.v3_url + "/profile"
     assert session.get("profile").json()["name"] == "alice"
@@ -203,3 +234,232 @@ def test_a_callers_own_timeout_wins_over_the_managers(
         session.get("profile", timeout=0.2)
     emulator.configure(latency=0.0)
     assert session.get("profile").status_code == 200
+
+
+def test_a_timeout_passed_positionally_is_honoured_and_the_managers_applies_otherwise(
+    emulator: WatcherEmulator, fake_clock: FakeClock
+) -> None:
+    from watcher_auth import WatcherConnectionError
+
+    manager = TokenManager(emulator.url, clock=fake_clock, timeout=0.5)
+    manager.login(KEY, username="alice", password="secret")
+    session = manager.session(KEY)
+    emulator.configure(latency=1.5)
+    # requests' positional order after the URL: params, data, headers, cookies, files, auth,
+    # then timeout.
+    up_to_auth = (None, None, None, None, None, None)
+    with pytest.raises(WatcherConnectionError, match="Timeout"):
+        session.request("GET", "profile", *up_to_auth)
+    response = session.request("GET", "profile", *up_to_auth, 10.0)
+    assert response.status_code == 200 and response.json()["name"] == "alice"
+
+
+def test_stream_passed_positionally_leaves_the_answer_for_the_caller_to_read(
+    connected: TokenManager, emulator: WatcherEmulator
+) -> None:
+    from watcher_auth import ResponseTooLarge
+
+    session = WatcherSession(
+        base_url=emulator.v3_url, auth=connected.auth(KEY), timeout=5.0, max_response_bytes=8
+    )
+    # After the URL: params, data, headers, cookies, files, auth, timeout, allow_redirects,
+    # proxies, hooks, then stream.
+    up_to_hooks = (None, None, None, None, None, None, 5.0, True, None, None)
+    with pytest.raises(ResponseTooLarge):
+        session.request("GET", "profile", *up_to_hooks)  # read by the session, within its limit
+    streamed = session.request("GET", "profile", *up_to_hooks, True)
+    with streamed:
+        assert b'"alice"' in b"".join(streamed.iter_content(16))
+
+
+def test_a_sessions_calls_to_another_origin_do_not_go_through_the_managers_pool(
+    connected: TokenManager, emulator: WatcherEmulator
+) -> None:
+    session = connected.session(KEY)
+    assert session.get_adapter(emulator.v3_url + "/profile") is connected.adapter
+    assert session.get_adapter("http://elsewhere.test/page") is not connected.adapter
+    assert session.get_adapter("https://elsewhere.test/page") is not connected.adapter
+
+
+@dataclass
+class ConnectionCountingServer:
+    url: str
+    closed: threading.Event = field(default_factory=threading.Event)
+
+
+@pytest.fixture
+def counting_server() -> Iterator[ConnectionCountingServer]:
+    """A keep-alive loopback server that notes when a client closes its connection."""
+    record = ConnectionCountingServer(url="")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def finish(self) -> None:
+            super().finish()
+            record.closed.set()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    record.url = f"http://127.0.0.1:{server.server_address[1]}/page"
+    yield record
+    server.shutdown()
+    server.server_close()
+
+
+def test_closing_a_session_closes_its_connections_to_other_origins(
+    connected: TokenManager, counting_server: ConnectionCountingServer
+) -> None:
+    session = connected.session(KEY)
+    assert session.get(counting_server.url).status_code == 200
+    assert not counting_server.closed.is_set()  # kept alive in the session's own pool
+    own_pool = session.get_adapter(counting_server.url)  # still referenced: closed, not collected
+    session.close()
+    assert counting_server.closed.wait(10)
+    assert own_pool is not connected.adapter
+    assert connected.session(KEY).get("profile").status_code == 200  # the manager's pool serves on
+
+
+def test_a_session_made_by_hand_follows_the_environments_proxy(
+    connected: TokenManager, emulator: WatcherEmulator, recording_server, monkeypatch
+) -> None:
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", recording_server.url)
+    monkeypatch.setenv("http_proxy", recording_server.url)
+    session = WatcherSession(base_url=emulator.v3_url, auth=connected.auth(KEY), timeout=5.0)
+    nothing_listens_here = "http://127.0.0.1:9/page"
+    assert session.get(nothing_listens_here).status_code == 200  # answered by the proxy
+    assert recording_server.seen[0]["path"] == nothing_listens_here
+
+
+@dataclass
+class TlsServer:
+    url: str
+    certificate: Path
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[TlsServer]:
+    """An HTTPS server on loopback with a self-signed certificate."""
+    cert_path, key_path = _self_signed(tmp_path)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield TlsServer(f"https://127.0.0.1:{server.server_address[1]}/page", cert_path)
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_session_made_by_hand_refuses_an_https_server_it_cannot_verify(
+    connected: TokenManager, emulator: WatcherEmulator, tls_server: TlsServer, monkeypatch
+) -> None:
+    # A CA bundle named in the environment would replace the session's own ``verify``.
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    session = WatcherSession(base_url=emulator.v3_url, auth=connected.auth(KEY), timeout=5.0)
+    with pytest.raises(WatcherConnectionError, match="SSLError"):
+        session.get(tls_server.url)
+    session.verify = str(tls_server.certificate)
+    assert session.get(tls_server.url).status_code == 200
+
+
+def test_a_session_used_across_refreshes_sends_each_new_token(
+    watcher_emulator_factory: EmulatorFactory, fake_clock: FakeClock
+) -> None:
+    import redis
+
+    from watcher_auth.stores.redis import RedisStore
+
+    emulator = watcher_emulator_factory(clock=fake_clock, access_lifetime=300)
+    url, prefix = require_redis(13), f"watcher_auth_test:{uuid.uuid4().hex}:"
+    store = RedisStore(url=url, prefix=prefix, encryption_keys=["a key for the session test"])
+    manager = TokenManager(emulator.url, store=store, clock=fake_clock, timeout=5.0)
+    try:
+        manager.login(KEY, username="alice", password="secret")
+        session = manager.session(KEY)
+        for _ in range(3 * 10):  # three lifetimes in steps of 30 s
+            assert session.get("profile").status_code == 200
+            fake_clock.advance(30)
+        stats = emulator.stats
+        assert stats.refreshes >= 3 and stats.unauthorized == 0
+    finally:
+        manager.close()
+        store.close()
+        with redis.Redis.from_url(url) as raw:
+            for name in raw.scan_iter(match=prefix + "*"):
+                raw.delete(name)
+
+
+def test_a_v2_credential_header_the_caller_set_gives_way_to_the_records_own(
+    emulator: WatcherEmulator, fake_clock: FakeClock
+) -> None:
+    manager = TokenManager(emulator.url, clock=fake_clock, timeout=5.0)
+    manager.v2_connect_user_key(KEY, username="alice", api_key=emulator.user_api_key("alice"))
+    response = requests.get(
+        emulator.v2_url + "/cameras",
+        auth=manager.v2_auth(KEY),
+        headers={"X-Vsaas-Session": "a-session-left-over-from-elsewhere"},
+        timeout=5,
+    )
+    assert response.status_code == 200 and response.json() is not None
