@@ -317,6 +317,8 @@ class WatcherSession(requests.Session):
             kwargs["timeout"] = self.timeout
         if len(args) > 10:
             streamed = bool(args[10])
+            # Read here either way, so the size limit applies to what requests would read.
+            args = (*args[:10], True, *args[11:])
         else:
             streamed = bool(kwargs.get("stream"))
             kwargs["stream"] = True

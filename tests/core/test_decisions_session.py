@@ -267,6 +267,8 @@ def test_stream_passed_positionally_leaves_the_answer_for_the_caller_to_read(
     up_to_hooks = (None, None, None, None, None, None, 5.0, True, None, None)
     with pytest.raises(ResponseTooLarge):
         session.request("GET", "profile", *up_to_hooks)  # read by the session, within its limit
+    with pytest.raises(ResponseTooLarge):
+        session.request("GET", "profile", *up_to_hooks, False)  # not streamed: still limited
     streamed = session.request("GET", "profile", *up_to_hooks, True)
     with streamed:
         assert b'"alice"' in b"".join(streamed.iter_content(16))
