@@ -13,7 +13,7 @@ from requests.adapters import BaseAdapter, HTTPAdapter
 from requests.auth import AuthBase
 from requests.cookies import RequestsCookieJar
 from requests.hooks import default_hooks
-from requests.models import DEFAULT_REDIRECT_LIMIT
+from requests.models import CONTENT_CHUNK_SIZE, DEFAULT_REDIRECT_LIMIT
 from requests.utils import default_headers
 
 from watcher_auth._calls import CallScheme, answered, call_flow
@@ -34,8 +34,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("watcher_auth")
-
-_CHUNK = 64 * 1024
 
 
 class NoCookies(http.cookiejar.DefaultCookiePolicy):
@@ -198,8 +196,7 @@ class FlowAuth(AuthBase):
         second: requests.Response = response.connection.send(call.request, **kwargs)
         second.history.append(response)
         second.request = call.request
-        drive(flow, steps, Answer(second.status_code, call.url))
-        return second
+        return second  # the flow ends with the retry: its answer is the caller's
 
     def _headers(self, pair: TokenPair) -> dict[str, str]:
         # The headers of the pair sent last, kept: most calls send the same pair again.
@@ -343,7 +340,7 @@ class WatcherSession(requests.Session):
     def _read(self, response: requests.Response) -> None:
         if response._content_consumed:  # type: ignore[attr-defined]
             return
-        content = read_limited(response.iter_content(_CHUNK), self.max_response_bytes)
+        content = read_limited(response.iter_content(CONTENT_CHUNK_SIZE), self.max_response_bytes)
         response._content = content
 
     def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: Any) -> None:
