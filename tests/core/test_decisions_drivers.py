@@ -169,7 +169,7 @@ def unanswering_server() -> Iterator[str]:
     address = listener.getsockname()
     queued: list[socket.socket] = []
     try:
-        while True:
+        for _ in range(64):
             filler = socket.socket()
             filler.settimeout(0.2)
             queued.append(filler)
@@ -177,6 +177,8 @@ def unanswering_server() -> Iterator[str]:
                 filler.connect(address)
             except TimeoutError:
                 break
+        else:
+            pytest.fail("this kernel sets up every connection to a full queue")
         yield f"http://127.0.0.1:{address[1]}"
     finally:
         for filler in queued:
@@ -310,6 +312,9 @@ def test_a_login_answered_with_a_redirect_is_not_followed(
             manager.login(KEY, username="alice", password="secret")
         assert front.seen == ["POST /old/watcher/client-api/v3/login"]
     assert emulator.stats.password_logins == 0
+
+
+# TokenManager's: AsyncTokenManager takes no proxy from the environment.
 
 
 def test_a_login_goes_through_the_proxy_the_environment_named_when_the_manager_was_made(
