@@ -67,6 +67,7 @@ CACHE = "tests/core/test_decisions_cache.py"
 LIFECYCLE = "tests/core/test_decisions_lifecycle.py"
 LOCKS = "tests/core/test_decisions_locks.py"
 ASYNC = "tests/core/test_decisions_async.py"
+DRIVERS = "tests/core/test_decisions_drivers.py"
 BACKOFF = "tests/core/test_decisions_backoff.py"
 CHANNELS = "tests/stores/test_channels.py"
 FORK = "tests/stores/test_fork.py"
@@ -93,8 +94,17 @@ TARGETS = {
     ),
     "drivers": Target(
         "watcher_auth/_drivers.py",
-        (DECISIONS, SESSION, ASYNC, "tests/core/test_manager.py", "tests/v2/test_manager_v2.py"),
-        always=(PROCESSES,),
+        (
+            DECISIONS,
+            SESSION,
+            ASYNC,
+            DRIVERS,
+            "tests/core/test_manager.py",
+            "tests/v2/test_manager_v2.py",
+        ),
+        # Both start fresh interpreters: a login with the defaults a new process starts with,
+        # and a check that importing the core imports no optional dependency.
+        always=(PROCESSES, DRIVERS, "tests/core/test_layout.py"),
     ),
     "session": Target(
         "watcher_auth/_session.py",
