@@ -15,12 +15,13 @@ from types import TracebackType
 from typing import Any
 
 import httpx
+import requests
 
 from watcher_auth._base import CredentialsProvider, ManagerBase
 from watcher_auth._calls import BearerScheme
 from watcher_auth._drivers import DEFAULT_MAX_RESPONSE_BYTES, AsyncSteps, Timeout
 from watcher_auth._exceptions import WatcherProtocolError
-from watcher_auth._httpx import AsyncWatcherClient, FlowHttpxAuth, httpx_verify
+from watcher_auth._httpx import AsyncWatcherClient, FlowHttpxAuth, httpx_proxy, httpx_verify
 from watcher_auth._lifecycle import Margin
 from watcher_auth._tokens import Secret, TokenPair
 from watcher_auth.stores import AsyncMemoryStore, AsyncTokenStore, TokenStore, resolve_async_store
@@ -103,6 +104,8 @@ class AsyncTokenManager(ManagerBase):
         )
         bundle = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE")
         self._verify = httpx_verify(bundle if verify is True and bundle else verify)
+        # Read once, as TokenManager does: httpx clients here never read the environment.
+        self._proxy = httpx_proxy(requests.utils.get_environ_proxies(self.server), self.server)
         self._limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=32)
         # httpx pools belong to one event loop; a portal may run several (Flask async views
         # run each request on a new loop), so each loop gets its own.
@@ -128,7 +131,9 @@ class AsyncTokenManager(ManagerBase):
         loop = asyncio.get_running_loop()
         transport = self._transports.get(loop)
         if transport is None:
-            inner = httpx.AsyncHTTPTransport(verify=self._verify, limits=self._limits)
+            inner = httpx.AsyncHTTPTransport(
+                verify=self._verify, limits=self._limits, proxy=self._proxy
+            )
             transport = self._transports[loop] = _SharedTransport(inner)
         return transport
 
@@ -241,6 +246,8 @@ class AsyncTokenManager(ManagerBase):
         options.setdefault("timeout", self.timeout)
         if "transport" not in options and "verify" not in options:
             options["transport"] = self._transport()
+        elif "transport" not in options and "mounts" not in options:
+            options.setdefault("proxy", self._proxy)
         return AsyncWatcherClient(
             base_url=base_url,
             auth=auth,

@@ -31,7 +31,7 @@ from watcher_auth._tokens import TokenPair
 from watcher_auth._urls import default_port, is_absolute, origin_of, path_only
 from watcher_auth.v2._policy import OffsetPages
 
-__all__ = ["AsyncWatcherClient", "FlowHttpxAuth", "WatcherClient", "httpx_verify"]
+__all__ = ["AsyncWatcherClient", "FlowHttpxAuth", "WatcherClient", "httpx_proxy", "httpx_verify"]
 
 logger = logging.getLogger("watcher_auth")
 
@@ -44,6 +44,13 @@ def httpx_verify(verify: bool | str) -> bool | ssl.SSLContext:
     if os.path.isdir(verify):
         return ssl.create_default_context(capath=verify)
     return ssl.create_default_context(cafile=verify)
+
+
+def httpx_proxy(proxies: Mapping[str, str], server: str) -> str | None:
+    """The proxy for ``server`` from ``requests``' reading of the environment
+    (``HTTP(S)_PROXY``, ``ALL_PROXY``, already empty when ``NO_PROXY`` names the host)."""
+    scheme = server.split("://", 1)[0]
+    return proxies.get(scheme) or proxies.get("all") or None
 
 
 class _HttpxCall:

@@ -248,10 +248,12 @@ class TokenManager(ManagerBase):
         ``options`` go to ``httpx.Client`` (``verify`` and ``timeout`` default to the
         manager's). Close it when done, or use it in a ``with`` block.
         """
-        from watcher_auth._httpx import WatcherClient, httpx_verify
+        from watcher_auth._httpx import WatcherClient, httpx_proxy, httpx_verify
 
         if "verify" not in options:
             options["verify"] = httpx_verify(self._verify)
+        if "proxy" not in options and "transport" not in options and "mounts" not in options:
+            options["proxy"] = httpx_proxy(self._proxies, self.server)
         options.setdefault("timeout", self.timeout)
         return WatcherClient(
             base_url=self.api_root,

@@ -314,9 +314,6 @@ def test_a_login_answered_with_a_redirect_is_not_followed(
     assert emulator.stats.password_logins == 0
 
 
-# TokenManager's: AsyncTokenManager takes no proxy from the environment.
-
-
 def test_a_login_goes_through_the_proxy_the_environment_named_when_the_manager_was_made(
     emulator: WatcherEmulator, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -338,6 +335,52 @@ def test_a_proxy_named_in_the_environment_after_the_manager_was_made_is_not_used
         monkeypatch.setenv("HTTP_PROXY", proxy.url)
         manager.login(KEY, username="alice", password="secret")
         manager.close()
+        assert proxy.seen == []
+    assert emulator.stats.password_logins == 1
+
+
+def test_every_client_goes_through_the_proxy_the_environment_named_when_the_manager_was_made(
+    emulator: WatcherEmulator, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = "http://watcher.invalid/watcher/client-api/v3/"
+    with front_of(emulator) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        manager = TokenManager("http://watcher.invalid", clock=fake_clock, timeout=5.0)
+        async_manager = AsyncTokenManager("http://watcher.invalid", clock=fake_clock, timeout=5.0)
+        monkeypatch.delenv("HTTP_PROXY")
+        manager.login(KEY, username="alice", password="secret")
+        with manager.httpx_client(KEY) as client:
+            assert client.get("profile").json()["name"] == "alice"
+
+        async def through_the_async_manager() -> str:
+            async with async_manager:
+                await async_manager.login(KEY, username="alice", password="secret")
+                answer = await async_manager.session(KEY).get("profile")
+                return str(answer.json()["name"])
+
+        assert asyncio.run(through_the_async_manager()) == "alice"
+        manager.close()
+        assert proxy.seen == [
+            f"POST {api}login",
+            f"GET {api}profile",
+            f"POST {api}login",
+            f"GET {api}profile",
+        ]
+
+
+def test_no_client_uses_a_proxy_for_a_host_the_environment_exempts(
+    emulator: WatcherEmulator, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with front_of(emulator) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        async_manager = AsyncTokenManager(emulator.url, clock=fake_clock, timeout=5.0)
+
+        async def login() -> None:
+            async with async_manager:
+                await async_manager.login(KEY, username="alice", password="secret")
+
+        asyncio.run(login())
         assert proxy.seen == []
     assert emulator.stats.password_logins == 1
 

@@ -423,7 +423,8 @@ def test_events_report_connect_and_refresh_without_secrets(
     manager.login(KEY, username="alice", password="secret")
     fake_clock.advance(LIFETIME)
     manager.session(KEY).get("profile")
-    assert [(e.type, e.key, e.username) for e in events] == [
+    # A lock taken on a busy machine may report a wait of a millisecond or more: not asked here.
+    assert [(e.type, e.key, e.username) for e in events if e.type != EventType.LOCK_WAITED] == [
         (EventType.CONNECTED, KEY, "alice"),
         (EventType.REFRESHED, KEY, "alice"),
     ]
