@@ -69,6 +69,7 @@ LOCKS = "tests/core/test_decisions_locks.py"
 ASYNC = "tests/core/test_decisions_async.py"
 DRIVERS = "tests/core/test_decisions_drivers.py"
 BACKOFF = "tests/core/test_decisions_backoff.py"
+HOT_PATH = "tests/core/test_hot_path.py"
 CHANNELS = "tests/stores/test_channels.py"
 FORK = "tests/stores/test_fork.py"
 
@@ -90,7 +91,15 @@ TARGETS = {
     ),
     "calls": Target(
         "watcher_auth/_calls.py",
-        (DECISIONS, SESSION, CACHE, "tests/core/test_manager.py", "tests/v2/test_manager_v2.py"),
+        (
+            DECISIONS,
+            SESSION,
+            CACHE,
+            LIFECYCLE,
+            HOT_PATH,
+            "tests/core/test_manager.py",
+            "tests/v2/test_manager_v2.py",
+        ),
     ),
     "drivers": Target(
         "watcher_auth/_drivers.py",
@@ -108,7 +117,14 @@ TARGETS = {
     ),
     "session": Target(
         "watcher_auth/_session.py",
-        (SESSION, DECISIONS, "tests/core/test_manager.py", "tests/v2/test_manager_v2.py"),
+        (
+            SESSION,
+            DECISIONS,
+            LIFECYCLE,
+            HOT_PATH,
+            "tests/core/test_manager.py",
+            "tests/v2/test_manager_v2.py",
+        ),
     ),
     "locks": Target(
         "watcher_auth/_locks.py",

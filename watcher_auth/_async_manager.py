@@ -12,7 +12,7 @@ import time
 import weakref
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeGuard
 
 import httpx
 import requests
@@ -121,7 +121,7 @@ class AsyncTokenManager(ManagerBase):
         self._bearer = BearerScheme(
             self.lifecycle,
             self.api_root,
-            local_read=self.store.peek if isinstance(self.store, AsyncMemoryStore) else None,
+            local_read=self.store.peek if _process_local(self.store) else None,
         )
         self._v2_scheme = V2Scheme(self.v2)
 
@@ -327,3 +327,9 @@ class _SystemKeyAuth(httpx.Auth):
 
     def __repr__(self) -> str:
         return "SystemKeyAuth(api_key='***')"
+
+
+def _process_local(store: object) -> TypeGuard[AsyncMemoryStore]:
+    """Whether ``store`` is a AsyncMemoryStore kept by this process alone (a subclass may say it is
+    shared, and then gets the per-process cache's rules instead)."""
+    return isinstance(store, AsyncMemoryStore) and not store.shared

@@ -47,17 +47,8 @@ class CallScheme(ABC):
     #: The headers that carry the credentials (removed before a retry).
     header_names: tuple[str, ...]
 
-    def __init__(
-        self,
-        lifecycle: Lifecycle,
-        api_root: str,
-        *,
-        local_read: Callable[[StoreKey], TokenPair | None] | None = None,
-    ) -> None:
+    def __init__(self, lifecycle: Lifecycle, api_root: str) -> None:
         self.lifecycle = lifecycle
-        #: Reads a process-local store with no I/O (a ``MemoryStore``'s ``load``): such a
-        #: store is this process's own truth, so a fresh record in it needs no flow either.
-        self.local_read = local_read
         self.api_root = api_root
         self.origin = origin_of(api_root)
         parts = urlsplit(api_root)
@@ -72,25 +63,15 @@ class CallScheme(ABC):
     def copy(self, key: str) -> TokenPair | None:
         """This process's fresh copy of ``key``'s record, to send with no step at all;
         ``None`` when only :meth:`credentials` can tell (no copy, or the copy is stale or
-        was dropped by a change notice: the cache's rules decide)."""
-        lifecycle = self.lifecycle
-        if not isinstance(key, str) or not key:
-            return None  # a key the flow refuses, with its own error
-        cache = lifecycle.cache
-        if cache is not None:
-            return cache.get(lifecycle.store_key(key, self.api))
-        read = self.local_read
-        if read is None:
-            return None
-        pair = read(lifecycle.store_key(key, self.api))
-        if pair is None or self.needs_flow(pair):
-            return None
-        return pair
+        was dropped by a change notice: the cache's rules decide).
 
-    def needs_flow(self, pair: TokenPair) -> bool:
-        """Whether a record read from a process-local store must go through
-        :meth:`credentials` rather than be sent as it is."""
-        return True
+        Raises:
+            ConfigurationError: ``key`` is not a non-empty string (as the flow would).
+        """
+        cache = self.lifecycle.cache
+        if cache is None:
+            return None  # no copies kept: a process-local store
+        return cache.get(self.lifecycle.store_key(key, self.api))
 
     @abstractmethod
     def credentials(self, key: str) -> Flow[TokenPair]:
@@ -111,12 +92,29 @@ class BearerScheme(CallScheme):
     challenge = 401
     header_names = ("Authorization",)
 
+    def __init__(
+        self,
+        lifecycle: Lifecycle,
+        api_root: str,
+        *,
+        local_read: Callable[[StoreKey], TokenPair | None] | None = None,
+    ) -> None:
+        super().__init__(lifecycle, api_root)
+        #: Reads a process-local store with no I/O (a memory store's): such a store is this
+        #: process's own truth, so a fresh pair in it needs no flow either.
+        self.local_read = local_read
+
+    def copy(self, key: str) -> TokenPair | None:
+        read = self.local_read
+        if read is None or self.lifecycle.cache is not None:
+            return super().copy(key)
+        pair = read(self.lifecycle.store_key(key))
+        if pair is None or self.lifecycle.is_stale(pair):
+            return None  # what ``Lifecycle.current`` hands to a refresh (or NotConnected)
+        return pair
+
     def credentials(self, key: str) -> Flow[TokenPair]:
         return self.lifecycle.current(key)
-
-    def needs_flow(self, pair: TokenPair) -> bool:
-        # What ``Lifecycle.current`` decides for a stored pair with no cache in between.
-        return self.lifecycle.is_stale(pair)
 
     def headers(self, pair: TokenPair) -> dict[str, str]:
         return {"Authorization": Secret(bearer_authorization(pair.access_token))}
@@ -147,8 +145,7 @@ def answered(
     running the flow (a fresh copy already in this process, see ``FlowAuth``).
     """
     lifecycle = scheme.lifecycle
-    if answer.date is not None and lifecycle.server_clock.is_new(answer.date):
-        lifecycle.server_clock.observe_date(answer.date, lifecycle.clock())
+    lifecycle.server_clock.observe_date(answer.date, lifecycle.clock)
     if answer.status != scheme.challenge or not scheme.owns(answer.url) or not request.replayable:
         return
     skey = lifecycle.store_key(key, scheme.api)

@@ -176,8 +176,7 @@ class FlowHttpxAuth(httpx.Auth):
             return True
         date = response.headers.get("Date")
         lifecycle = self._scheme.lifecycle
-        if date and lifecycle.server_clock.is_new(date):
-            lifecycle.server_clock.observe_date(date, lifecycle.clock())
+        lifecycle.server_clock.observe_date(date, lifecycle.clock)
         return False
 
     def _answer(self, response: httpx.Response) -> Answer:

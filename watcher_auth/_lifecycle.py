@@ -74,12 +74,9 @@ class ServerClock:
         self._last_date: str | None = None
         self._moved = moved
 
-    def is_new(self, date_header: str) -> bool:
-        """Whether ``date_header`` differs from the last one taken (so is worth a clock read)."""
-        return date_header != self._last_date
-
-    def observe_date(self, date_header: str | None, received_at: float) -> None:
-        """Take a response's ``Date`` header (one-second resolution) into the estimate."""
+    def observe_date(self, date_header: str | None, clock: Callable[[], float]) -> None:
+        """Take a response's ``Date`` header (one-second resolution) into the estimate;
+        ``clock`` tells the local time, read only for a header other than the last one."""
         if not date_header or date_header == self._last_date:
             return
         self._last_date = date_header
@@ -87,7 +84,7 @@ class ServerClock:
             server_now = parsedate_to_datetime(date_header).timestamp() + 0.5
         except (TypeError, ValueError, IndexError, OverflowError):
             return
-        self.observe(server_now - received_at)
+        self.observe(server_now - clock())
 
     def observe(self, offset: float) -> None:
         """Take a measured offset; changes within the one-second resolution are noise."""

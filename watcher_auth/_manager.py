@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
 
 import requests
 
@@ -122,7 +122,7 @@ class TokenManager(ManagerBase):
         self._bearer = BearerScheme(
             self.lifecycle,
             self.api_root,
-            local_read=self.store.load if isinstance(self.store, MemoryStore) else None,
+            local_read=self.store.load if _process_local(self.store) else None,
         )
         self._v2_scheme = V2Scheme(self.v2)
 
@@ -380,3 +380,9 @@ class TokenManager(ManagerBase):
             max_response_bytes=self.max_response_bytes,
         )
         return self.configure_session(session)
+
+
+def _process_local(store: object) -> TypeGuard[MemoryStore]:
+    """Whether ``store`` is a MemoryStore kept by this process alone (a subclass may say it is
+    shared, and then gets the per-process cache's rules instead)."""
+    return isinstance(store, MemoryStore) and not store.shared

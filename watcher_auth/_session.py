@@ -139,8 +139,7 @@ class FlowAuth(AuthBase):
         # The common case: a call to Watcher's API root while this process holds a fresh
         # copy (by the cache's own rules, change notices included). Attaching it is the
         # flow's whole decision, so the flow starts at Watcher's answer.
-        url = r.url or ""
-        pair = scheme.copy(key) if url.startswith(scheme.prefix) else None
+        pair = scheme.copy(key) if str(r.url).startswith(scheme.prefix) else None
         if pair is not None:
             _set_headers(r, scheme.header_names, self._headers(pair))
             state = _Pending(pair, position, None, None)
@@ -170,8 +169,7 @@ class FlowAuth(AuthBase):
             # The flow after a fresh copy's answer, all of it: note Watcher's clock.
             date = response.headers.get("Date")
             lifecycle = scheme.lifecycle
-            if date and lifecycle.server_clock.is_new(date):
-                lifecycle.server_clock.observe_date(date, lifecycle.clock())
+            lifecycle.server_clock.observe_date(date, lifecycle.clock)
             return response
         call = state.call
         if call is None:

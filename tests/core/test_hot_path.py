@@ -12,10 +12,12 @@ import asyncio
 import gc
 import weakref
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from watcher_auth import AsyncTokenManager, MemoryStore, StoreKey, TokenManager, TokenPair
+from watcher_auth.stores import AsyncMemoryStore
 from watcher_auth.testing import FakeClock, WatcherEmulator
 
 KEY = "portal-user-4"
@@ -125,3 +127,65 @@ def test_the_per_process_cache_keeps_the_most_recently_used_copies(
     manager.session("b").get("streams")  # b's copy again
     assert store.loads == 1
     manager.close()
+
+
+class _SharedWithoutCopies(MemoryStore):
+    """Stands in for a shared store; with ``local_cache_size=0`` every call runs the flow."""
+
+    shared = True
+
+
+@pytest.mark.parametrize("client", ["requests", "httpx", "async"])
+@pytest.mark.parametrize("copies", ["fresh copy", "no copies"])
+def test_every_client_learns_watchers_clock_from_the_date_of_an_ordinary_answer(
+    watcher_emulator_factory: Any, client: str, copies: str
+) -> None:
+    # A whole second, so a Date header is Watcher's exact time.
+    fake_clock = FakeClock(1_800_000_000.0)
+    emulator = watcher_emulator_factory(clock=fake_clock)
+    behind = 10.0
+
+    def here() -> float:  # this host's clock, 10 s behind Watcher's
+        return fake_clock() - behind
+
+    options: dict[str, Any] = {"clock": here, "timeout": 5.0}
+    if copies == "no copies":
+        options.update(local_cache_size=0)
+    if client == "async":
+
+        async def offset_after_a_call() -> float | None:
+            store = AsyncMemoryStore() if copies == "fresh copy" else _AsyncSharedWithoutCopies()
+            async with AsyncTokenManager(emulator.url, store=store, **options) as manager:
+                await store.save(manager.store_key(KEY), _pair(emulator, here))
+                assert manager.clock_offset is None
+                assert (await manager.session(KEY).get("profile")).status_code == 200
+                return manager.clock_offset
+
+        assert asyncio.run(offset_after_a_call()) == behind + 0.5
+        return
+    store = MemoryStore() if copies == "fresh copy" else _SharedWithoutCopies()
+    manager = TokenManager(emulator.url, store=store, **options)
+    store.save(manager.store_key(KEY), _pair(emulator, here))
+    assert manager.clock_offset is None
+    if client == "requests":
+        assert manager.session(KEY).get("profile").status_code == 200
+    else:
+        with manager.httpx_client(KEY) as httpx_client:
+            assert httpx_client.get("profile").status_code == 200
+    # Watcher's second began 10 s ahead of this host; on average it is half over.
+    assert manager.clock_offset == behind + 0.5
+    manager.close()
+
+
+class _AsyncSharedWithoutCopies(AsyncMemoryStore):
+    shared = True
+
+
+def _pair(emulator: WatcherEmulator, here: Any) -> TokenPair:
+    """A fresh pair for alice, obtained elsewhere (no clock offset known to this host)."""
+    elsewhere = TokenManager(emulator.url, timeout=5.0, clock=here)
+    elsewhere.login(KEY, username="alice", password="secret")
+    pair = elsewhere.tokens(KEY)
+    elsewhere.close()
+    assert pair is not None
+    return pair
