@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import http.cookiejar
 import logging
 from collections import OrderedDict
@@ -216,21 +217,13 @@ class WatcherBearerAuth(FlowAuth):
     """
 
 
-_ORIGINS: dict[str, tuple[tuple[str, str, int], tuple[str, str]]] = {}
-
-
+@functools.cache
 def _origin_and_prefixes(base_url: str) -> tuple[tuple[str, str, int], tuple[str, str]]:
-    """``base_url``'s origin and the adapter prefixes that serve it, longest first; kept,
-    since every session of a manager shares its base URL."""
-    known = _ORIGINS.get(base_url)
-    if known is None:
-        origin = origin_of(base_url)
-        scheme, host, port = origin
-        with_port, without = f"{scheme}://{host}:{port}/", f"{scheme}://{host}/"
-        if len(_ORIGINS) >= 64:
-            _ORIGINS.clear()
-        known = _ORIGINS[base_url] = (origin, (with_port, without))
-    return known
+    """``base_url``'s origin and the adapter prefixes that serve it, longest first; kept
+    (one entry per Watcher URL the process talks to), since every session of a manager
+    shares its base URL."""
+    scheme, host, port = origin = origin_of(base_url)
+    return origin, (f"{scheme}://{host}:{port}/", f"{scheme}://{host}/")
 
 
 class WatcherSession(requests.Session):
@@ -273,16 +266,12 @@ class WatcherSession(requests.Session):
         self.max_response_bytes = max_response_bytes
         self._origin, prefixes = _origin_and_prefixes(self.base_url)
         self._shared_adapter = adapter
+        # What two ``mount`` calls leave: the origin with its port, and without it. Other
+        # origins (all of them, with no shared adapter) get requests' defaults on first use.
+        self.adapters = OrderedDict()
         if adapter is not None:
-            # What two ``mount`` calls leave: the origin with its port, and without it.
-            self.adapters = OrderedDict((prefix, adapter) for prefix in prefixes)
-        else:
-            self.adapters = OrderedDict()
-            self._mount_defaults()
-
-    def _mount_defaults(self) -> None:
-        self.mount("https://", HTTPAdapter())
-        self.mount("http://", HTTPAdapter())
+            for prefix in prefixes:
+                self.adapters[prefix] = adapter
 
     def get_adapter(self, url: str) -> BaseAdapter:
         lowered = url.lower()
@@ -290,7 +279,8 @@ class WatcherSession(requests.Session):
             if lowered.startswith(prefix.lower()):
                 return adapter
         if "http://" not in self.adapters:
-            self._mount_defaults()
+            self.mount("https://", HTTPAdapter())
+            self.mount("http://", HTTPAdapter())
         return super().get_adapter(url)
 
     def url_for(self, path: str) -> str:
@@ -310,13 +300,15 @@ class WatcherSession(requests.Session):
         # auth, timeout (7th), allow_redirects, proxies, hooks, stream (11th).
         if len(args) <= 6 and "timeout" not in kwargs:
             kwargs["timeout"] = self.timeout
+        # Read here unless the caller streams (as asked, or as the session's ``stream`` says),
+        # so the size limit applies to whatever requests would have read.
         if len(args) > 10:
-            streamed = bool(args[10])
-            # Read here either way, so the size limit applies to what requests would read.
+            asked = args[10]
             args = (*args[:10], True, *args[11:])
         else:
-            streamed = bool(kwargs.get("stream"))
+            asked = kwargs.get("stream")
             kwargs["stream"] = True
+        streamed = bool(self.stream if asked is None else asked)
         target = self.url_for(url)
         failure = ""
         try:
@@ -386,7 +378,7 @@ class WatcherSession(requests.Session):
         return decode_answer(
             response.status_code,
             response.content,
-            method=response.request.method or "GET",
+            method="GET",  # json() and paginate() only send GETs
             path=path_only(response.url),
         )
 

@@ -465,3 +465,36 @@ def test_a_v2_credential_header_the_caller_set_gives_way_to_the_records_own(
         timeout=5,
     )
     assert response.status_code == 200 and response.json() is not None
+
+
+def test_a_session_set_to_stream_leaves_answers_for_the_caller_to_read(
+    connected: TokenManager, emulator: WatcherEmulator
+) -> None:
+    from watcher_auth import ResponseTooLarge
+
+    session = WatcherSession(
+        base_url=emulator.v3_url, auth=connected.auth(KEY), timeout=5.0, max_response_bytes=8
+    )
+    with pytest.raises(ResponseTooLarge):
+        session.get("profile")  # read by the session, within its limit
+    session.stream = True  # as requests.Session.stream: the default for every call
+    with session.get("profile") as streamed:
+        assert b'"alice"' in b"".join(streamed.iter_content(16))
+    with pytest.raises(ResponseTooLarge):
+        session.get("profile", stream=False)  # a call's own choice wins
+
+
+def test_arguments_after_a_positional_stream_reach_requests(
+    connected: TokenManager, tls_server: TlsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    session = connected.session(KEY)
+    session.verify = True
+    # After the URL: params, data, headers, cookies, files, auth, timeout, allow_redirects,
+    # proxies, hooks, stream, then verify.
+    up_to_stream = (None, None, None, None, None, None, 5.0, True, None, None, False)
+    with pytest.raises(WatcherConnectionError, match="SSLError"):
+        session.request("GET", tls_server.url, *up_to_stream)
+    answer = session.request("GET", tls_server.url, *up_to_stream, str(tls_server.certificate))
+    assert answer.status_code == 200
