@@ -106,7 +106,7 @@ class BearerScheme(CallScheme):
 
     def copy(self, key: str) -> TokenPair | None:
         read = self.local_read
-        if read is None or self.lifecycle.cache is not None:
+        if read is None:  # a shared store: the per-process cache's rules
             return super().copy(key)
         pair = read(self.lifecycle.store_key(key))
         if pair is None or self.lifecycle.is_stale(pair):

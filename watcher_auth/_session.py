@@ -167,10 +167,10 @@ class FlowAuth(AuthBase):
         status = response.status_code
         flow = state.flow
         if flow is None and status != scheme.challenge:
-            # The flow after a fresh copy's answer, all of it: note Watcher's clock.
-            date = response.headers.get("Date")
+            # A fresh copy went to Watcher: all the flow does with this answer is note
+            # Watcher's clock. (A flow's answer may come from another origin: the flow decides.)
             lifecycle = scheme.lifecycle
-            lifecycle.server_clock.observe_date(date, lifecycle.clock)
+            lifecycle.server_clock.observe_date(response.headers.get("Date"), lifecycle.clock)
             return response
         call = state.call
         if call is None:
@@ -180,6 +180,7 @@ class FlowAuth(AuthBase):
             status,
             sent.url or "",
             response.headers.get("Date"),
+            # Only a challenge's body is read here; any other is read under the size limit.
             response.content if status == scheme.challenge else b"",
         )
         if flow is None:

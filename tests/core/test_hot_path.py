@@ -189,3 +189,36 @@ def _pair(emulator: WatcherEmulator, here: Any) -> TokenPair:
     elsewhere.close()
     assert pair is not None
     return pair
+
+
+def test_a_date_header_from_another_origin_does_not_move_watchers_clock(
+    watcher_emulator_factory: Any, recording_server: Any
+) -> None:
+    fake_clock = FakeClock(1_800_000_000.0)  # years away from the other server's real clock
+    emulator = watcher_emulator_factory(clock=fake_clock)
+    for store in (MemoryStore(), _SharedWithoutCopies()):
+        manager = TokenManager(
+            emulator.url, store=store, clock=fake_clock, timeout=5.0, local_cache_size=0
+        )
+        manager.login(KEY, username="alice", password="secret")
+        learned = manager.clock_offset  # from Watcher's own answers
+        assert manager.session(KEY).get(recording_server.url + "/page").status_code == 200
+        assert manager.clock_offset == learned
+        manager.close()
+
+
+def test_an_answer_to_a_call_that_ran_the_flow_is_read_under_the_size_limit(
+    emulator: WatcherEmulator, fake_clock: FakeClock
+) -> None:
+    from watcher_auth import ResponseTooLarge, WatcherSession
+
+    manager = TokenManager(
+        emulator.url, store=_SharedWithoutCopies(), clock=fake_clock, local_cache_size=0
+    )
+    manager.login(KEY, username="alice", password="secret")
+    session = WatcherSession(
+        base_url=manager.api_root, auth=manager.auth(KEY), timeout=5.0, max_response_bytes=8
+    )
+    with pytest.raises(ResponseTooLarge):
+        session.get("profile")
+    manager.close()
