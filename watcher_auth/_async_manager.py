@@ -12,7 +12,7 @@ import time
 import weakref
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeGuard
+from typing import Any
 
 import httpx
 import requests
@@ -25,6 +25,7 @@ from watcher_auth._httpx import AsyncWatcherClient, FlowHttpxAuth, httpx_proxy, 
 from watcher_auth._lifecycle import Margin
 from watcher_auth._tokens import Secret, TokenPair
 from watcher_auth.stores import AsyncMemoryStore, AsyncTokenStore, TokenStore, resolve_async_store
+from watcher_auth.stores.memory import local_reader
 from watcher_auth.v2._auth import SystemApiKeyAuth
 from watcher_auth.v2._lifecycle import V2Scheme
 from watcher_auth.v2._policy import check_secret
@@ -121,7 +122,7 @@ class AsyncTokenManager(ManagerBase):
         self._bearer = BearerScheme(
             self.lifecycle,
             self.api_root,
-            local_read=self.store.peek if _process_local(self.store) else None,
+            local_read=local_reader(self.store),
         )
         self._v2_scheme = V2Scheme(self.v2)
 
@@ -327,9 +328,3 @@ class _SystemKeyAuth(httpx.Auth):
 
     def __repr__(self) -> str:
         return "SystemKeyAuth(api_key='***')"
-
-
-def _process_local(store: object) -> TypeGuard[AsyncMemoryStore]:
-    """Whether ``store`` is a AsyncMemoryStore kept by this process alone (a subclass may say it is
-    shared, and then gets the per-process cache's rules instead)."""
-    return isinstance(store, AsyncMemoryStore) and not store.shared

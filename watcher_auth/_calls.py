@@ -10,7 +10,7 @@ Watcher's origin can make the library refresh, log in again, delete or retry.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -21,7 +21,14 @@ from watcher_auth._policy import bearer_authorization
 from watcher_auth._tokens import Secret, StoreKey, TokenPair
 from watcher_auth._urls import origin_of
 
-__all__ = ["BearerScheme", "CallRequest", "CallScheme", "answered", "call_flow"]
+__all__ = [
+    "BearerScheme",
+    "CallRequest",
+    "CallScheme",
+    "answered",
+    "call_flow",
+    "replace_credentials",
+]
 
 
 class CallRequest(Protocol):
@@ -122,6 +129,18 @@ class BearerScheme(CallScheme):
     def after_challenge(self, key: str, sent: TokenPair, answer: Answer) -> Flow[TokenPair | None]:
         fresh = yield from self.lifecycle.refresh_after_unauthorized(key, sent)
         return fresh
+
+
+def replace_credentials(
+    sent: MutableMapping[str, str], names: tuple[str, ...], headers: Mapping[str, str]
+) -> None:
+    """Put ``headers`` in a request's case-insensitive ``sent`` headers in place of the
+    scheme's credential headers ``names``."""
+    for name in names:
+        if name not in headers:
+            sent.pop(name, None)
+    for name, value in headers.items():
+        sent[name] = value  # replaces any header of that name, whatever its case
 
 
 def call_flow(scheme: CallScheme, key: str, request: CallRequest) -> Flow[None]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from watcher_auth._calls import CallScheme, answered, call_flow
+from watcher_auth._calls import CallScheme, answered, call_flow, replace_credentials
 from watcher_auth._drivers import (
     DEFAULT_MAX_RESPONSE_BYTES,
     AsyncSteps,
@@ -69,12 +69,7 @@ class _HttpxCall:
         return str(self.request.url)
 
     def set_credentials(self, headers: Mapping[str, str]) -> None:
-        sent = self.request.headers
-        for name in self._names:
-            if name not in headers:
-                sent.pop(name, None)
-        for name, value in headers.items():
-            sent[name] = value  # replaces any header of that name, whatever its case
+        replace_credentials(self.request.headers, self._names, headers)
 
 
 class FlowHttpxAuth(httpx.Auth):

@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
 
@@ -18,6 +18,7 @@ from watcher_auth._session import WatcherBearerAuth, WatcherSession, block_cooki
 from watcher_auth._tokens import Secret, TokenPair
 from watcher_auth._urls import normalize_server_url
 from watcher_auth.stores import MemoryStore, TokenStore, resolve_store
+from watcher_auth.stores.memory import local_reader
 from watcher_auth.v2._auth import SystemApiKeyAuth, WatcherV2Auth
 from watcher_auth.v2._lifecycle import V2Scheme
 from watcher_auth.v2._session import WatcherV2Session
@@ -122,7 +123,7 @@ class TokenManager(ManagerBase):
         self._bearer = BearerScheme(
             self.lifecycle,
             self.api_root,
-            local_read=self.store.load if _process_local(self.store) else None,
+            local_read=local_reader(self.store),
         )
         self._v2_scheme = V2Scheme(self.v2)
 
@@ -380,9 +381,3 @@ class TokenManager(ManagerBase):
             max_response_bytes=self.max_response_bytes,
         )
         return self.configure_session(session)
-
-
-def _process_local(store: object) -> TypeGuard[MemoryStore]:
-    """Whether ``store`` is a MemoryStore kept by this process alone (a subclass may say it is
-    shared, and then gets the per-process cache's rules instead)."""
-    return isinstance(store, MemoryStore) and not store.shared

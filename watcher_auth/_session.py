@@ -17,7 +17,7 @@ from requests.hooks import default_hooks
 from requests.models import CONTENT_CHUNK_SIZE, DEFAULT_REDIRECT_LIMIT
 from requests.utils import default_headers
 
-from watcher_auth._calls import CallScheme, answered, call_flow
+from watcher_auth._calls import CallScheme, answered, call_flow, replace_credentials
 from watcher_auth._drivers import DEFAULT_MAX_RESPONSE_BYTES, SyncSteps, drive, read_limited
 from watcher_auth._effects import Answer, Flow
 from watcher_auth._exceptions import WatcherAuthError, WatcherConnectionError
@@ -82,18 +82,7 @@ class _PreparedCall:
             self._sent = None
             if self._position is not None:
                 self.request.body.seek(self._position)  # type: ignore[union-attr]
-        _set_headers(self.request, self._names, headers)
-
-
-def _set_headers(
-    request: requests.PreparedRequest, names: tuple[str, ...], headers: Mapping[str, str]
-) -> None:
-    sent = request.headers
-    for name in names:
-        if name not in headers:
-            sent.pop(name, None)
-    for name, value in headers.items():
-        sent[name] = value  # replaces any header of that name, whatever its case
+        replace_credentials(self.request.headers, self._names, headers)
 
 
 def _body_position(body: object) -> int | None:
@@ -142,7 +131,7 @@ class FlowAuth(AuthBase):
         # flow's whole decision, so the flow starts at Watcher's answer.
         pair = scheme.copy(key) if str(r.url).startswith(scheme.prefix) else None
         if pair is not None:
-            _set_headers(r, scheme.header_names, self._headers(pair))
+            replace_credentials(r.headers, scheme.header_names, self._headers(pair))
             state = _Pending(pair, position, None, None)
         else:
             call = _PreparedCall(r, scheme.header_names, position)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 from watcher_auth._exceptions import ConfigurationError, StoreLockTimeout
@@ -13,7 +13,7 @@ from watcher_auth._lru import LRU
 from watcher_auth._tokens import StoreKey, TokenPair
 from watcher_auth.stores.base import AsyncTokenStore, TokenStore
 
-__all__ = ["AsyncMemoryStore", "MemoryStore"]
+__all__ = ["AsyncMemoryStore", "MemoryStore", "local_reader"]
 
 
 def _records(maxsize: int) -> LRU[StoreKey, TokenPair]:
@@ -135,3 +135,14 @@ class AsyncMemoryStore(AsyncTokenStore):
 
     def __repr__(self) -> str:
         return f"AsyncMemoryStore(records={len(self._data)}, maxsize={self._data.maxsize})"
+
+
+def local_reader(store: object) -> Callable[[StoreKey], TokenPair | None] | None:
+    """How to read ``store`` with no I/O and no await, when it is a memory store kept by this
+    process alone (its records are this process's own truth); ``None`` for any other store,
+    including a memory store subclass that says it is shared."""
+    if isinstance(store, MemoryStore) and not store.shared:
+        return store.load
+    if isinstance(store, AsyncMemoryStore) and not store.shared:
+        return store.peek
+    return None
