@@ -9,6 +9,7 @@ Watcher's origin can make the library refresh, log in again, delete or retry.
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Protocol
@@ -29,6 +30,10 @@ __all__ = [
     "call_flow",
     "replace_credentials",
 ]
+
+
+def _no_copy() -> None:
+    return None
 
 
 class CallRequest(Protocol):
@@ -67,18 +72,20 @@ class CallScheme(ABC):
         """Whether ``url`` is on Watcher's origin (same scheme, host and port)."""
         return url.startswith(self.prefix) or origin_of(url) == self.origin
 
-    def copy(self, key: str) -> TokenPair | None:
-        """This process's fresh copy of ``key``'s record, to send with no step at all;
-        ``None`` when only :meth:`credentials` can tell (no copy, or the copy is stale or
-        was dropped by a change notice: the cache's rules decide).
+    def copier(self, key: str) -> Callable[[], TokenPair | None]:
+        """What tells, in one call, this process's fresh copy of ``key``'s record, to send
+        with no step at all; it tells ``None`` when only :meth:`credentials` can (no copy, or
+        the copy is stale or was dropped by a change notice: the cache's rules decide). An
+        auth object makes one per key and calls it on every request.
 
         Raises:
             ConfigurationError: ``key`` is not a non-empty string (as the flow would).
         """
+        skey = self.lifecycle.store_key(key, self.api)
         cache = self.lifecycle.cache
         if cache is None:
-            return None  # no copies kept: a process-local store
-        return cache.get(self.lifecycle.store_key(key, self.api))
+            return _no_copy  # no copies kept: a process-local store
+        return functools.partial(cache.get, skey)
 
     @abstractmethod
     def credentials(self, key: str) -> Flow[TokenPair]:
@@ -111,14 +118,20 @@ class BearerScheme(CallScheme):
         #: process's own truth, so a fresh pair in it needs no flow either.
         self.local_read = local_read
 
-    def copy(self, key: str) -> TokenPair | None:
+    def copier(self, key: str) -> Callable[[], TokenPair | None]:
         read = self.local_read
         if read is None:  # a shared store: the per-process cache's rules
-            return super().copy(key)
-        pair = read(self.lifecycle.store_key(key))
-        if pair is None or self.lifecycle.is_stale(pair):
-            return None  # what ``Lifecycle.current`` hands to a refresh (or NotConnected)
-        return pair
+            return super().copier(key)
+        skey = self.lifecycle.store_key(key)
+        is_stale = self.lifecycle.is_stale
+
+        def fresh() -> TokenPair | None:
+            pair = read(skey)
+            if pair is None or is_stale(pair):
+                return None  # what ``Lifecycle.current`` hands to a refresh (or NotConnected)
+            return pair
+
+        return fresh
 
     def credentials(self, key: str) -> Flow[TokenPair]:
         return self.lifecycle.current(key)

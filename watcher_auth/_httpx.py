@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -95,6 +95,7 @@ class FlowHttpxAuth(httpx.Auth):
         self.key = key
         # The headers of the pair sent last: most calls send the same pair again.
         self._sent: tuple[TokenPair, dict[str, str]] | None = None
+        self._copier: tuple[str, Callable[[], TokenPair | None]] | None = None
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
         steps = self._sync
@@ -155,8 +156,13 @@ class FlowHttpxAuth(httpx.Auth):
         """The common case: a call to Watcher's origin while this process holds a fresh copy
         (by the cache's rules, change notices included), attached with no step at all; the
         flow then starts at Watcher's answer (see :func:`answered`)."""
-        scheme = self._scheme
-        pair = scheme.copy(self.key) if call.url.startswith(scheme.prefix) else None
+        scheme, key = self._scheme, self.key
+        if not call.url.startswith(scheme.prefix):
+            return None
+        copier = self._copier
+        if copier is None or copier[0] is not key:
+            copier = self._copier = (key, scheme.copier(key))
+        pair = copier[1]()
         if pair is not None:
             sent = self._sent
             if sent is None or sent[0] is not pair:

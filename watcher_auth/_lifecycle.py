@@ -285,6 +285,9 @@ class Lifecycle:
 
     def is_stale(self, pair: TokenPair) -> bool:
         """Whether ``pair`` is due for a refresh now."""
+        last = self._last_fresh  # fresh_until's memo, read here first: most calls hit it
+        if last[0] is pair and last[1] == self.server_clock.offset:
+            return self.clock() >= last[2]
         return self.clock() >= self.fresh_until(pair)
 
     def cached(self, skey: StoreKey) -> TokenPair | None:

@@ -6,8 +6,8 @@ import functools
 import http.cookiejar
 import logging
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
@@ -15,6 +15,8 @@ from requests.auth import AuthBase
 from requests.cookies import RequestsCookieJar
 from requests.hooks import default_hooks
 from requests.models import CONTENT_CHUNK_SIZE, DEFAULT_REDIRECT_LIMIT
+from requests.sessions import merge_hooks, merge_setting
+from requests.structures import CaseInsensitiveDict
 from requests.utils import default_headers
 
 from watcher_auth._calls import CallScheme, answered, call_flow, replace_credentials
@@ -51,6 +53,42 @@ _NO_COOKIES = NoCookies()
 def block_cookies(session: requests.Session) -> None:
     """Make ``session`` ignore cookies from responses."""
     session.cookies.set_policy(_NO_COOKIES)
+
+
+class _SessionJar(RequestsCookieJar):
+    """A session's jar: while it refuses every cookie, an answer's ``Set-Cookie`` headers
+    are not even parsed (none would be kept)."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        if self._policy is not _NO_COOKIES:  # type: ignore[attr-defined]
+            super().extract_cookies(response, request)
+
+
+class _NoJar(RequestsCookieJar):
+    """The jar of a request prepared with no cookie at all: it adds no ``Cookie`` header
+    and keeps nothing (one serves every such request; a copy is an ordinary empty jar)."""
+
+    def add_cookie_header(self, request: Any) -> None:
+        return None
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
+
+    def set_cookie(self, cookie: http.cookiejar.Cookie, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_NO_JAR = _NoJar(policy=_NO_COOKIES)
+
+
+class _Prepared(requests.PreparedRequest):
+    """A prepared request that takes :data:`_NO_JAR` without building a cookie header."""
+
+    def prepare_cookies(self, cookies: Any) -> None:
+        if cookies is _NO_JAR:
+            self._cookies = cookies
+        else:
+            super().prepare_cookies(cookies)
 
 
 class _PreparedCall:
@@ -95,18 +133,44 @@ def _body_position(body: object) -> int | None:
         return None
 
 
-# The attribute of a prepared request under which its call's state waits for the answer.
-_PENDING = "_watcher_auth_pending"
+class _Pending:
+    """A sent call's answer hook, with its state until Watcher answers: the copy attached
+    without a flow, or the flow that attached credentials, and where the body stood.
 
+    It holds no reference to the request (whose hooks hold it), so a finished call leaves
+    no reference cycle; the first answer (not a later hop of a redirect) takes the state.
+    """
 
-class _Pending(NamedTuple):
-    """A sent call's state until Watcher answers: the copy attached without a flow, or the
-    flow that attached credentials, and where the body stood."""
+    __slots__ = ("auth", "call", "flow", "pair", "position")
 
-    pair: TokenPair | None
-    position: int | None
-    flow: Flow[None] | None
-    call: _PreparedCall | None
+    def __init__(
+        self,
+        auth: FlowAuth,
+        pair: TokenPair | None,
+        position: int | None,
+        flow: Flow[None] | None,
+        call: _PreparedCall | None,
+    ) -> None:
+        self.auth: FlowAuth | None = auth
+        self.pair = pair
+        self.position = position
+        self.flow = flow
+        self.call = call
+
+    def __call__(self, response: requests.Response, **kwargs: Any) -> requests.Response:
+        auth = self.auth
+        if auth is None:  # a later hop of a redirect: the flow already decided
+            return response
+        self.auth = None
+        scheme = auth._scheme
+        if self.flow is None and response.status_code != scheme.challenge:
+            # A fresh copy went to Watcher: all the flow does with this answer is note
+            # Watcher's clock. (A flow's answer may come from another origin: the flow decides.)
+            lifecycle = scheme.lifecycle
+            lifecycle.server_clock.observe_date(response.headers.get("Date"), lifecycle.clock)
+            return response
+        flow, call, self.flow, self.call = self.flow, self.call, None, None
+        return auth._answered(response, self.pair, self.position, flow, call, kwargs)
 
 
 class FlowAuth(AuthBase):
@@ -121,49 +185,54 @@ class FlowAuth(AuthBase):
         self._scheme = scheme
         self.key = key
         self._sent: tuple[TokenPair, dict[str, str]] | None = None
+        self._copier: tuple[str, Callable[[], TokenPair | None]] | None = None
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         scheme, key = self._scheme, self.key
         # Where a body stands now, for a retry to rewind to (before anything reads it).
         position = None if r.body is None else _body_position(r.body)
-        # The common case: a call to Watcher's API root while this process holds a fresh
+        # The common case: a call to Watcher's origin while this process holds a fresh
         # copy (by the cache's own rules, change notices included). Attaching it is the
         # flow's whole decision, so the flow starts at Watcher's answer.
-        pair = scheme.copy(key) if str(r.url).startswith(scheme.prefix) else None
+        pair = None
+        if str(r.url).startswith(scheme.prefix):
+            copier = self._copier
+            if copier is None or copier[0] is not key:
+                copier = self._copier = (key, scheme.copier(key))
+            pair = copier[1]()
         if pair is not None:
-            replace_credentials(r.headers, scheme.header_names, self._headers(pair))
-            state = _Pending(pair, position, None, None)
+            # The headers of the pair sent last are kept: most calls send the same pair.
+            sent = self._sent
+            if sent is None or sent[0] is not pair:
+                sent = self._sent = (pair, scheme.headers(pair))
+            replace_credentials(r.headers, scheme.header_names, sent[1])
+            hook = _Pending(self, pair, position, None, None)
         else:
             call = _PreparedCall(r, scheme.header_names, position)
             flow = call_flow(scheme, key, call)
             wants_send, _ = drive(flow, self._steps)
             if not wants_send:
                 return r
-            state = _Pending(None, position, flow, call)
-        # Kept on the request rather than in a closure, so the request and its hook form no
-        # reference cycle and are freed as soon as the caller drops the response.
-        vars(r)[_PENDING] = state
+            hook = _Pending(self, None, position, flow, call)
         # What ``register_hook`` does, less its ``isinstance(hook, Callable)`` check.
-        r.hooks["response"].append(self._on_response)
+        r.hooks["response"].append(hook)
         return r
 
-    def _on_response(self, response: requests.Response, **kwargs: Any) -> requests.Response:
-        sent = response.request
-        state: _Pending | None = vars(sent).pop(_PENDING, None)
-        if state is None:  # a later hop of a redirect: the flow already decided
-            return response
+    def _answered(
+        self,
+        response: requests.Response,
+        pair: TokenPair | None,
+        position: int | None,
+        flow: Flow[None] | None,
+        call: _PreparedCall | None,
+        kwargs: dict[str, Any],
+    ) -> requests.Response:
+        """The rest of the flow after Watcher's answer: nothing, or a retry."""
         scheme, steps, key = self._scheme, self._steps, self.key
+        sent = response.request
         status = response.status_code
-        flow = state.flow
-        if flow is None and status != scheme.challenge:
-            # A fresh copy went to Watcher: all the flow does with this answer is note
-            # Watcher's clock. (A flow's answer may come from another origin: the flow decides.)
-            lifecycle = scheme.lifecycle
-            lifecycle.server_clock.observe_date(response.headers.get("Date"), lifecycle.clock)
-            return response
-        call = state.call
         if call is None:
-            call = _PreparedCall(sent, scheme.header_names, state.position)
+            call = _PreparedCall(sent, scheme.header_names, position)
         call.sent(sent)
         answer = Answer(
             status,
@@ -173,8 +242,8 @@ class FlowAuth(AuthBase):
             response.content if status == scheme.challenge else b"",
         )
         if flow is None:
-            assert state.pair is not None
-            flow = answered(scheme, key, call, state.pair, answer)
+            assert pair is not None
+            flow = answered(scheme, key, call, pair, answer)
             retry, _ = drive(flow, steps)
         else:
             retry, _ = drive(flow, steps, answer)
@@ -186,13 +255,6 @@ class FlowAuth(AuthBase):
         second.history.append(response)
         second.request = call.request
         return second  # the flow ends with the retry: its answer is the caller's
-
-    def _headers(self, pair: TokenPair) -> dict[str, str]:
-        # The headers of the pair sent last, kept: most calls send the same pair again.
-        sent = self._sent
-        if sent is None or sent[0] is not pair:
-            sent = self._sent = (pair, self._scheme.headers(pair))
-        return sent[1]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(key={self.key!r})"
@@ -249,7 +311,7 @@ class WatcherSession(requests.Session):
         self.cert = None
         self.max_redirects = DEFAULT_REDIRECT_LIMIT
         self.trust_env = True
-        self.cookies = RequestsCookieJar(policy=_NO_COOKIES)
+        self.cookies = _SessionJar(policy=_NO_COOKIES)
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.auth = auth
         self.timeout = timeout
@@ -263,7 +325,33 @@ class WatcherSession(requests.Session):
             for prefix in prefixes:
                 self.adapters[prefix] = adapter
 
+    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
+        if request.cookies or self.cookies or (self.trust_env and not (request.auth or self.auth)):
+            return super().prepare_request(request)
+        # No cookie on either side (answers' cookies are refused): what requests does, less
+        # building, merging and reading empty cookie jars.
+        prepared = _Prepared()
+        prepared.prepare(
+            method=str(request.method).upper(),
+            url=request.url,
+            files=request.files,
+            data=request.data,
+            json=request.json,
+            headers=merge_setting(  # type: ignore[no-untyped-call]
+                request.headers, self.headers, dict_class=CaseInsensitiveDict
+            ),
+            params=merge_setting(request.params, self.params),  # type: ignore[no-untyped-call]
+            auth=merge_setting(request.auth, self.auth),  # type: ignore[no-untyped-call]
+            cookies=_NO_JAR,
+            hooks=merge_hooks(request.hooks, self.hooks),  # type: ignore[no-untyped-call]
+        )
+        return prepared
+
     def get_adapter(self, url: str) -> BaseAdapter:
+        # requests lowercases a prepared URL's scheme and host, as the prefixes are.
+        for prefix, adapter in self.adapters.items():
+            if url.startswith(prefix):
+                return adapter
         lowered = url.lower()
         for prefix, adapter in self.adapters.items():
             if lowered.startswith(prefix.lower()):
@@ -275,7 +363,7 @@ class WatcherSession(requests.Session):
 
     def url_for(self, path: str) -> str:
         """The absolute URL for ``path``; absolute URLs are returned unchanged."""
-        if is_absolute(path):
+        if "://" in path and is_absolute(path):
             return path
         return self.base_url + path.lstrip("/")
 

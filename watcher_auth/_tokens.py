@@ -6,14 +6,16 @@ import dataclasses
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["Secret", "StoreKey", "TokenPair"]
 
 
-@dataclass(frozen=True, slots=True)
-class StoreKey:
+class StoreKey(NamedTuple):
     """Where a record lives in a store: one Watcher server, one API, one user key.
+
+    Immutable and hashable (a named tuple, so dictionaries keyed by it hash it without a
+    Python call).
 
     Its text form, ``str(key)``, is ``api|server|user`` with ``%`` and ``|`` inside each part
     written ``%25`` and ``%7C``, so no server or user key can make two keys share a text

@@ -4,6 +4,7 @@ and how API v2 credentials ride on a plain ``requests`` call."""
 from __future__ import annotations
 
 import datetime
+import http.cookiejar
 import http.server
 import ipaddress
 import ssl
@@ -160,7 +161,11 @@ def cookie_server() -> Iterator[CookieServer]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             record.seen.append(self.headers.get("Cookie"))
-            self.send_response(200)
+            if self.path == "/moved":
+                self.send_response(302)
+                self.send_header("Location", "/page")
+            else:
+                self.send_response(200)
             self.send_header("Set-Cookie", "tracking=alice-was-here; Path=/")
             self.send_header("Content-Length", "2")
             self.end_headers()
@@ -187,6 +192,40 @@ def test_a_cookie_one_answer_sets_never_rides_on_the_next_call(
         each.get(cookie_server.url)
     assert cookie_server.seen == [None, None, None, None]
     assert len(session.cookies) == 0 and len(by_hand.cookies) == 0
+
+
+def test_cookies_the_caller_gives_are_sent_while_answers_cookies_are_still_refused(
+    connected: TokenManager, cookie_server: CookieServer
+) -> None:
+    session = connected.session(KEY)
+    session.get(cookie_server.url, cookies={"theme": "dark"})
+    session.cookies.set("lang", "en")
+    session.get(cookie_server.url)
+    assert cookie_server.seen == ["theme=dark", "lang=en"]
+    assert [cookie.name for cookie in session.cookies] == ["lang"]
+
+
+def test_a_session_whose_caller_accepts_cookies_keeps_and_sends_them(
+    connected: TokenManager, cookie_server: CookieServer
+) -> None:
+    session = connected.session(KEY)
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy())
+    session.get(cookie_server.url)
+    session.get(cookie_server.url)
+    assert cookie_server.seen == [None, "tracking=alice-was-here"]
+
+
+def test_a_cookie_set_on_a_redirect_rides_on_no_later_hop_or_call(
+    connected: TokenManager, cookie_server: CookieServer
+) -> None:
+    first, second = connected.session(KEY), connected.session("another-key")
+    moved = cookie_server.url.replace("/page", "/moved")
+    answer = first.get(moved)
+    assert (answer.status_code, [hop.status_code for hop in answer.history]) == (200, [302])
+    first.get(cookie_server.url)
+    second.get(cookie_server.url)
+    assert cookie_server.seen == [None, None, None, None]
+    assert len(first.cookies) == len(second.cookies) == 0
 
 
 def test_a_plain_requests_session_configured_by_the_manager_refuses_cookies(

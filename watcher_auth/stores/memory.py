@@ -142,7 +142,8 @@ def local_reader(store: object) -> Callable[[StoreKey], TokenPair | None] | None
     process alone (its records are this process's own truth); ``None`` for any other store,
     including a memory store subclass that says it is shared."""
     if isinstance(store, MemoryStore) and not store.shared:
-        return store.load
+        # The records themselves (reads need no lock), unless a subclass changes loading.
+        return store._data.lookup if type(store).load is MemoryStore.load else store.load
     if isinstance(store, AsyncMemoryStore) and not store.shared:
-        return store.peek
+        return store._data.lookup if type(store).peek is AsyncMemoryStore.peek else store.peek
     return None
