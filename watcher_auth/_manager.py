@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -14,6 +15,7 @@ from watcher_auth._base import CredentialsProvider, ManagerBase
 from watcher_auth._calls import BearerScheme
 from watcher_auth._drivers import DEFAULT_MAX_RESPONSE_BYTES, SyncSteps, Timeout
 from watcher_auth._lifecycle import Margin
+from watcher_auth._lru import LRU
 from watcher_auth._session import WatcherBearerAuth, WatcherSession, block_cookies
 from watcher_auth._tokens import Secret, TokenPair
 from watcher_auth._urls import normalize_server_url
@@ -33,6 +35,10 @@ __all__ = ["CredentialsProvider", "TokenManager", "normalize_server_url"]
 logger = logging.getLogger("watcher_auth")
 
 SessionT = TypeVar("SessionT", bound=requests.Session)
+
+
+# The auth objects kept for recently used keys (a few hundred bytes each).
+_AUTHS_KEPT = 4096
 
 
 class TokenManager(ManagerBase):
@@ -126,6 +132,8 @@ class TokenManager(ManagerBase):
             local_read=local_reader(self.store),
         )
         self._v2_scheme = V2Scheme(self.v2)
+        self._auths: LRU[str, WatcherBearerAuth] = LRU(_AUTHS_KEPT)
+        self._auths_lock = threading.Lock()
 
     @property
     def adapter(self) -> requests.adapters.HTTPAdapter:
@@ -216,10 +224,21 @@ class TokenManager(ManagerBase):
         return result
 
     def auth(self, key: str) -> WatcherBearerAuth:
-        """``requests`` auth for ``key``: ``requests.get(url, auth=manager.auth(key))``."""
+        """``requests`` auth for ``key``: ``requests.get(url, auth=manager.auth(key))``.
+
+        One is kept per recently used key (it holds no request state), so the sessions a web
+        layer makes per request share it.
+        """
         if not self._watching:
             self._watch()
-        return WatcherBearerAuth(self.steps, self._bearer, key)
+        if type(key) is not str:  # the call will say what is wrong with it
+            return WatcherBearerAuth(self.steps, self._bearer, key)
+        auth = self._auths.lookup(key)
+        if auth is None:
+            auth = WatcherBearerAuth(self.steps, self._bearer, key)
+            with self._auths_lock:
+                self._auths[key] = auth
+        return auth
 
     def session(self, key: str) -> WatcherSession:
         """A ``requests.Session`` for ``key`` whose relative paths resolve against API v3.
@@ -233,7 +252,12 @@ class TokenManager(ManagerBase):
             adapter=self.adapter,
             max_response_bytes=self.max_response_bytes,
         )
-        return self.configure_session(session)
+        # What configure_session does; the session already refuses cookies.
+        session.trust_env = False
+        if self._proxies:
+            session.proxies.update(self._proxies)
+        session.verify = self._verify
+        return session
 
     def httpx_auth(self, key: str) -> httpx.Auth:
         """``httpx`` auth for ``key`` in sync code (``httpx.get(url, auth=...)``)."""

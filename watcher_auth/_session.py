@@ -278,6 +278,17 @@ def _origin_and_prefixes(base_url: str) -> tuple[tuple[str, str, int], tuple[str
     return origin, (f"{scheme}://{host}:{port}/", f"{scheme}://{host}/")
 
 
+_DEFAULT_HEADERS = default_headers()
+
+
+def _default_headers() -> CaseInsensitiveDict[str]:
+    """What ``requests.utils.default_headers()`` returns, copied from one made at import
+    (a session is made per web request)."""
+    headers: CaseInsensitiveDict[str] = CaseInsensitiveDict.__new__(CaseInsensitiveDict)
+    headers._store = _DEFAULT_HEADERS._store.copy()  # type: ignore[attr-defined]
+    return headers
+
+
 class WatcherSession(requests.Session):
     """A ``requests.Session`` bound to one user key of one Watcher server.
 
@@ -302,7 +313,7 @@ class WatcherSession(requests.Session):
         # What requests.Session.__init__ sets, less its two default adapters: the web layers
         # build a session per request, and most never call anywhere but Watcher's origin,
         # served by the manager's shared adapter. Other origins get the defaults on first use.
-        self.headers = default_headers()  # type: ignore[assignment]
+        self.headers = _default_headers()  # type: ignore[assignment]
         self.proxies = {}
         self.hooks = default_hooks()
         self.params = {}

@@ -5,6 +5,7 @@ twins ``request.watcher_v2`` and ``request.watcher_system``), their async twins
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
@@ -15,7 +16,6 @@ from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
-from django.utils.functional import SimpleLazyObject
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 
@@ -157,28 +157,83 @@ async def signed_in_user(request: HttpRequest) -> Any:
     return await sync_to_async(evaluate)()
 
 
+def _build(request: HttpRequest) -> WatcherSession:
+    return _watched(request, get_manager().session(watcher_key(request)))
+
+
+def _build_v2(request: HttpRequest) -> WatcherV2Session:
+    setattr(request, _V2_USED_ATTR, True)
+    return _watched(request, get_manager().v2_session(watcher_v2_key(request)))
+
+
+def _build_system(request: HttpRequest) -> WatcherV2Session:
+    key = system_api_key()
+    if key is None:
+        raise ConfigurationError(
+            "request.watcher_system needs Watcher's API v2 system key: set "
+            f"WATCHER_AUTH['SYSTEM_API_KEY'] or the environment variable {SYSTEM_API_KEY_ENV}"
+        )
+    return _watched(request, get_manager().v2_system_session(key))
+
+
+class _OnFirstUse:
+    """What ``request.watcher`` (and its twins) is: the request's session, made on first use
+    of any of its attributes (a view that never uses it reads no store), then used directly.
+
+    It stands for the session as Django's ``SimpleLazyObject`` would (``isinstance``,
+    ``with``, attribute reads and writes) at one Python call per attribute read; a failed
+    build raises to the caller and is tried again on the next use.
+    """
+
+    __slots__ = ("_build", "_request", "_session")
+
+    def __init__(self, build: Callable[[HttpRequest], Any], request: HttpRequest) -> None:
+        object.__setattr__(self, "_build", build)
+        object.__setattr__(self, "_request", request)
+        object.__setattr__(self, "_session", None)
+
+    def _made(self) -> Any:
+        session = self._session
+        if session is None:
+            session = self._build(self._request)
+            object.__setattr__(self, "_session", session)
+            object.__setattr__(self, "_request", None)  # no cycle through the request
+        return session
+
+    def __getattr__(self, name: str) -> Any:
+        session = self._session
+        return getattr(session if session is not None else self._made(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._made(), name, value)
+
+    def __delattr__(self, name: str) -> None:
+        delattr(self._made(), name)
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # isinstance(request.watcher, WatcherSession)
+        return type(self._made())
+
+    def __enter__(self) -> Any:
+        return self._made().__enter__()
+
+    def __exit__(self, *args: object) -> None:
+        self._made().__exit__(*args)
+
+    def __dir__(self) -> list[str]:
+        return dir(self._made())
+
+    def __repr__(self) -> str:
+        session = self._session
+        return "<request's Watcher session, not made yet>" if session is None else repr(session)
+
+
 def attach_watcher(request: HttpRequest) -> None:
     """Give ``request`` lazy ``watcher``, ``watcher_v2`` and ``watcher_system`` attributes,
     and the async accessors ``awatcher()``, ``awatcher_v2()`` and ``awatcher_system()``.
 
     Nothing is read until one is used.
     """
-
-    def build() -> WatcherSession:
-        return _watched(request, get_manager().session(watcher_key(request)))
-
-    def build_v2() -> WatcherV2Session:
-        setattr(request, _V2_USED_ATTR, True)
-        return _watched(request, get_manager().v2_session(watcher_v2_key(request)))
-
-    def build_system() -> WatcherV2Session:
-        key = system_api_key()
-        if key is None:
-            raise ConfigurationError(
-                "request.watcher_system needs Watcher's API v2 system key: set "
-                f"WATCHER_AUTH['SYSTEM_API_KEY'] or the environment variable {SYSTEM_API_KEY_ENV}"
-            )
-        return _watched(request, get_manager().v2_system_session(key))
 
     async def awatcher() -> AsyncWatcherClient:
         return _async_client(request, "v3", await awatcher_key(request))
@@ -196,12 +251,13 @@ def attach_watcher(request: HttpRequest) -> None:
             )
         return _async_client(request, "system", key)
 
-    request.watcher = SimpleLazyObject(build)  # type: ignore[attr-defined]
-    request.watcher_v2 = SimpleLazyObject(build_v2)  # type: ignore[attr-defined]
-    request.watcher_system = SimpleLazyObject(build_system)  # type: ignore[attr-defined]
-    request.awatcher = awatcher  # type: ignore[attr-defined]
-    request.awatcher_v2 = awatcher_v2  # type: ignore[attr-defined]
-    request.awatcher_system = awatcher_system  # type: ignore[attr-defined]
+    values = vars(request)
+    values["watcher"] = _OnFirstUse(_build, request)
+    values["watcher_v2"] = _OnFirstUse(_build_v2, request)
+    values["watcher_system"] = _OnFirstUse(_build_system, request)
+    values["awatcher"] = awatcher
+    values["awatcher_v2"] = awatcher_v2
+    values["awatcher_system"] = awatcher_system
 
 
 def _async_client(request: HttpRequest, api: str, key: str) -> AsyncWatcherClient:

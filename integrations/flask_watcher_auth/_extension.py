@@ -27,6 +27,7 @@ from flask import (
     request,
     url_for,
 )
+from flask.globals import _cv_app, _cv_request
 from werkzeug.local import LocalProxy
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -420,10 +421,10 @@ def get_state(app: Flask | None = None) -> WatcherState:
         ConfigurationError: WatcherAuth was not set up on the app.
     """
     target = app if app is not None else current_app
-    state = target.extensions.get(EXTENSION_KEY)
+    state: WatcherState | None = target.extensions.get(EXTENSION_KEY)
     if state is None:
         raise ConfigurationError("WatcherAuth is not set up on this app: call init_app(app)")
-    return cast(WatcherState, state)
+    return state
 
 
 class _RequestSession:
@@ -460,29 +461,32 @@ _PROXY_NAMES = {
 
 
 def _request_session(api: str = "v3") -> _RequestSession:
-    if api == "system" and not has_app_context():
+    # The contexts behind Flask's proxies, read once: each use of a proxy looks them up again.
+    app_ctx = _cv_app.get(None)
+    request_ctx = _cv_request.get(None)
+    if api == "system" and app_ctx is None:
         raise RuntimeError(
             "current_watcher_system was used outside an application context: wrap the job in "
             "`with app.app_context():`, or call get_state(app).system_session()"
         )
-    if api != "system" and not has_request_context():
+    if api != "system" and request_ctx is None:
         raise RuntimeError(
             f"{_PROXY_NAMES[api]} was used outside a request: it belongs to the signed-in "
             "portal user. Outside a request use get_state(app).manager.session(user_key) "
             "(or .v2_session(user_key))"
         )
-    owner = _request_owner()
+    assert app_ctx is not None  # a request context comes with its app's context
+    owner = None if request_ctx is None else request_ctx.request
     slot = _SLOTS[api]
-    # g resolved once: each use of the proxy looks the context up again.
-    ctx_g = _app_g()
-    held: _RequestSession | None = ctx_g.get(slot)
+    ctx_g = app_ctx.g
+    held: _RequestSession | None = vars(ctx_g).get(slot)
     # g outlives a request when the caller pushed an app context around several requests
     # (common in tests): a session is reused only within the request that made it.
     if held is not None and held.owner is owner:
         return held
     if held is not None:
         held.session.close()
-    state = get_state()
+    state = get_state(app_ctx.app)
     session: WatcherSession
     if api == "system":
         key, session = "", state.system_session()
@@ -495,16 +499,16 @@ def _request_session(api: str = "v3") -> _RequestSession:
         session = state.manager.session(key)
     session.hooks["response"].append(_last_answer(owner, ctx_g))
     held = _RequestSession(owner, key, session)
-    setattr(ctx_g, slot, held)
+    vars(ctx_g)[slot] = held
     return held
 
 
 def _last_answer(owner: object, ctx_g: _AppCtxGlobals) -> LastAnswer:
     """This request's record of Watcher's last answer (shared by its sessions)."""
-    held: tuple[object, LastAnswer] | None = ctx_g.get("_watcher_last_answer")
+    values = vars(ctx_g)
+    held: tuple[object, LastAnswer] | None = values.get("_watcher_last_answer")
     if held is None or held[0] is not owner:
-        held = (owner, LastAnswer())
-        ctx_g._watcher_last_answer = held
+        held = values["_watcher_last_answer"] = (owner, LastAnswer())
     return held[1]
 
 
@@ -814,13 +818,17 @@ def _flask_login() -> Any:
 
 
 def _flask_login_user_key() -> str | None:
-    if not hasattr(current_app, "login_manager"):
+    app_ctx = _cv_app.get(None)
+    if app_ctx is None or not hasattr(app_ctx.app, "login_manager"):
         return None
     flask_login = _flask_login()
     if flask_login is None:
         return None
-    # The user itself: each use of the ``current_user`` proxy looks the user up again.
-    user = flask_login.current_user._get_current_object()
+    # The user Flask-Login loaded for this request (what ``current_user`` stands for);
+    # loaded through the proxy the first time.
+    user = vars(app_ctx.g).get("_login_user")
+    if user is None:
+        user = flask_login.current_user._get_current_object()
     if user is None or not user.is_authenticated:
         return None
     key = user.get_id()

@@ -19,6 +19,7 @@ import requests
 from requests import PreparedRequest, Response
 
 from watcher_auth import (
+    ConfigurationError,
     MemoryStore,
     TokenManager,
     WatcherAPIError,
@@ -537,3 +538,27 @@ def test_arguments_after_a_positional_stream_reach_requests(
         session.request("GET", tls_server.url, *up_to_stream)
     answer = session.request("GET", tls_server.url, *up_to_stream, str(tls_server.certificate))
     assert answer.status_code == 200
+
+
+def test_each_session_starts_from_requests_default_headers_and_keeps_its_own(
+    connected: TokenManager, emulator: WatcherEmulator
+) -> None:
+    first = connected.session(KEY)
+    assert first.headers == requests.utils.default_headers()
+    first.headers["X-Trace"] = "first"
+    second = connected.session(KEY)
+    assert "X-Trace" not in second.headers
+    assert second.headers == requests.utils.default_headers()
+    assert first.get("profile").request.headers["X-Trace"] == "first"
+    assert "X-Trace" not in second.get("profile").request.headers
+
+
+def test_the_sessions_of_one_key_share_its_auth_and_other_keys_get_their_own(
+    connected: TokenManager, emulator: WatcherEmulator
+) -> None:
+    assert connected.session(KEY).auth is connected.auth(KEY)
+    assert connected.auth("another-key") is not connected.auth(KEY)
+    assert connected.auth("another-key").key == "another-key"
+    with pytest.raises(ConfigurationError):
+        connected.session(42).get("profile")  # type: ignore[arg-type]
+    assert connected.session(KEY).get("profile").json()["name"] == "alice"

@@ -300,3 +300,33 @@ def test_the_status_page_shows_the_account(portal: Any, connected: Client, alice
     assert data["connected"] is True and data["username"] == "alice"
     assert data["server"] == portal.emulator.url
     assert get_manager().tokens(user_key(alice)) is not None
+
+
+def test_request_watcher_stands_for_the_users_session_and_is_made_on_first_use(
+    portal: Any, connected: Client, alice: Any, rf: Any
+) -> None:
+    from django.contrib.auth.models import AnonymousUser
+
+    from django_watcher_auth._http import attach_watcher
+    from watcher_auth import NotConnected, WatcherSession
+
+    request = rf.get("/")
+    request.user = alice
+    attach_watcher(request)
+    assert repr(request.watcher) == "<request's Watcher session, not made yet>"
+    assert isinstance(request.watcher, WatcherSession)  # made here
+    request.watcher.headers["X-Trace"] = "t-1"
+    request.watcher.timeout = 4.0
+    with request.watcher as session:
+        assert session.timeout == 4.0 and session.headers["X-Trace"] == "t-1"
+        assert session.get("profile").json()["name"] == "alice"
+    assert "WatcherSession" in repr(request.watcher)
+    assert portal.emulator.stats.calls_by_user == {"alice": 1}
+
+    anonymous = rf.get("/")
+    anonymous.user = AnonymousUser()
+    attach_watcher(anonymous)
+    watcher = anonymous.watcher  # nothing is made until it is used
+    for _attempt in range(2):
+        with pytest.raises(NotConnected):
+            watcher.get("profile")
