@@ -231,11 +231,12 @@ class TokenManager(ManagerBase):
         """
         if not self._watching:
             self._watch()
-        if type(key) is not str:  # the call will say what is wrong with it
-            return WatcherBearerAuth(self.steps, self._bearer, key)
-        auth = self._auths.lookup(key)
-        if auth is None:
-            auth = WatcherBearerAuth(self.steps, self._bearer, key)
+        auth = self._auths.get(key) if type(key) is str else None
+        return auth if auth is not None else self._new_auth(key)
+
+    def _new_auth(self, key: str) -> WatcherBearerAuth:
+        auth = WatcherBearerAuth(self.steps, self._bearer, key)
+        if type(key) is str:  # any other key is kept by no one: the call will refuse it
             with self._auths_lock:
                 self._auths[key] = auth
         return auth
@@ -245,11 +246,14 @@ class TokenManager(ManagerBase):
 
         Creating one does no I/O; tokens are loaded (and refreshed) on the first request.
         """
+        if not self._watching:
+            self._watch()
+        auth = self._auths.get(key) if type(key) is str else None
         session = WatcherSession(
             base_url=self.api_root,
-            auth=self.auth(key),
+            auth=auth if auth is not None else self._new_auth(key),
             timeout=self.timeout,
-            adapter=self.adapter,
+            adapter=self.steps.adapter,
             max_response_bytes=self.max_response_bytes,
         )
         # What configure_session does; the session already refuses cookies.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.cookiejar
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -13,7 +14,6 @@ import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
 from requests.auth import AuthBase
 from requests.cookies import RequestsCookieJar
-from requests.hooks import default_hooks
 from requests.models import CONTENT_CHUNK_SIZE, DEFAULT_REDIRECT_LIMIT
 from requests.sessions import merge_hooks, merge_setting
 from requests.structures import CaseInsensitiveDict
@@ -62,6 +62,17 @@ class _SessionJar(RequestsCookieJar):
     def extract_cookies(self, response: Any, request: Any) -> None:
         if self._policy is not _NO_COOKIES:  # type: ignore[attr-defined]
             super().extract_cookies(response, request)
+
+    @classmethod
+    def refusing(cls) -> _SessionJar:
+        """An empty jar refusing every cookie: what ``cls(policy=NoCookies())`` makes, with
+        the attributes ``CookieJar.__init__`` sets given directly (a session is made per web
+        request)."""
+        jar = cls.__new__(cls)
+        jar._policy = _NO_COOKIES  # type: ignore[attr-defined]
+        jar._cookies_lock = threading.RLock()  # type: ignore[attr-defined]
+        jar._cookies = {}  # type: ignore[attr-defined]
+        return jar
 
 
 class _NoJar(RequestsCookieJar):
@@ -278,15 +289,8 @@ def _origin_and_prefixes(base_url: str) -> tuple[tuple[str, str, int], tuple[str
     return origin, (f"{scheme}://{host}:{port}/", f"{scheme}://{host}/")
 
 
+# What ``requests.utils.default_headers()`` returns, made once: each session gets a copy.
 _DEFAULT_HEADERS = default_headers()
-
-
-def _default_headers() -> CaseInsensitiveDict[str]:
-    """What ``requests.utils.default_headers()`` returns, copied from one made at import
-    (a session is made per web request)."""
-    headers: CaseInsensitiveDict[str] = CaseInsensitiveDict.__new__(CaseInsensitiveDict)
-    headers._store = _DEFAULT_HEADERS._store.copy()  # type: ignore[attr-defined]
-    return headers
 
 
 class WatcherSession(requests.Session):
@@ -313,16 +317,18 @@ class WatcherSession(requests.Session):
         # What requests.Session.__init__ sets, less its two default adapters: the web layers
         # build a session per request, and most never call anywhere but Watcher's origin,
         # served by the manager's shared adapter. Other origins get the defaults on first use.
-        self.headers = _default_headers()  # type: ignore[assignment]
+        headers: CaseInsensitiveDict[str] = CaseInsensitiveDict.__new__(CaseInsensitiveDict)
+        headers._store = _DEFAULT_HEADERS._store.copy()  # type: ignore[attr-defined]
+        self.headers = headers  # type: ignore[assignment]
         self.proxies = {}
-        self.hooks = default_hooks()
+        self.hooks = {"response": []}  # what default_hooks() returns
         self.params = {}
         self.stream = False
         self.verify = True
         self.cert = None
         self.max_redirects = DEFAULT_REDIRECT_LIMIT
         self.trust_env = True
-        self.cookies = _SessionJar(policy=_NO_COOKIES)
+        self.cookies = _SessionJar.refusing()
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.auth = auth
         self.timeout = timeout

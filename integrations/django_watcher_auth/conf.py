@@ -88,7 +88,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -422,7 +422,10 @@ def user_key(user: Any) -> str:
     starting with ``"service:"`` or ``"user:"`` is stored under ``"user:" + value``, so no
     portal user can reach a service account's tokens.
     """
-    function = _callable_setting("USER_KEY")
+    resolved = watcher_settings.resolved
+    if "USER_KEY" not in resolved:  # looked up once until WATCHER_AUTH changes
+        resolved["USER_KEY"] = _callable_setting("USER_KEY")
+    function: Callable[..., Any] | None = resolved["USER_KEY"]  # type: ignore[assignment]
     key = function(user) if function is not None else str(user.pk)
     if not isinstance(key, str) or not key:
         raise ConfigurationError("WATCHER_AUTH['USER_KEY'] must return a non-empty string")
@@ -451,9 +454,11 @@ def service_account() -> tuple[str, str] | None:
 
     Read once (settings and environment) until ``WATCHER_AUTH`` changes.
     """
-    known = watcher_settings.resolved.get("SERVICE_ACCOUNT", _UNREAD)
+    known: tuple[str, str] | object | None = watcher_settings.resolved.get(
+        "SERVICE_ACCOUNT", _UNREAD
+    )
     if known is not _UNREAD:
-        return cast("tuple[str, str] | None", known)
+        return known  # type: ignore[return-value]
     account = _read_service_account()
     watcher_settings.resolved["SERVICE_ACCOUNT"] = account
     return account

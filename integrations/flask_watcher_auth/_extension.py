@@ -220,6 +220,18 @@ class WatcherAuth:
         event.listen(Session, "after_soft_rollback", drop)
 
 
+# How many times this process's line has forked: a forked worker's state makes its own
+# managers (compared on every request, where os.getpid() would be a system call).
+_FORKS = [0]
+
+
+def _forked() -> None:
+    _FORKS[0] += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 class WatcherState:
     """What the extension keeps for one app (``app.extensions["watcher_auth"]``).
 
@@ -240,9 +252,9 @@ class WatcherState:
         #: Logs failures answered to visitors; repeats at most once a minute, with a count.
         self.failures = FailureLog(logging.getLogger("flask_watcher_auth"))
         self._manager: TokenManager | None = None
-        self._manager_pid = 0
+        self._manager_fork = -1
         self._async_manager: AsyncTokenManager | None = None
-        self._async_manager_pid = 0
+        self._async_manager_fork = -1
         self._guard = threading.Lock()
         self._make_manager()  # Now, so wrong settings fail at start-up.
 
@@ -250,10 +262,10 @@ class WatcherState:
     def manager(self) -> TokenManager:
         """This process's token manager (a forked worker gets its own)."""
         manager = self._manager
-        if manager is None or self._manager_pid != os.getpid():
+        if manager is None or self._manager_fork != _FORKS[0]:
             with self._guard:
                 manager = self._manager
-                if manager is None or self._manager_pid != os.getpid():
+                if manager is None or self._manager_fork != _FORKS[0]:
                     manager = self._make_manager()
         return manager
 
@@ -266,10 +278,10 @@ class WatcherState:
         per-process copies: each async request reads the store. Needs ``httpx``.
         """
         manager = self._async_manager
-        if manager is None or self._async_manager_pid != os.getpid():
+        if manager is None or self._async_manager_fork != _FORKS[0]:
             with self._guard:
                 manager = self._async_manager
-                if manager is None or self._async_manager_pid != os.getpid():
+                if manager is None or self._async_manager_fork != _FORKS[0]:
                     manager = self._make_async_manager()
         return manager
 
@@ -294,7 +306,7 @@ class WatcherState:
             **options,
         )
         manager.add_listener(self._send_signal)
-        self._async_manager, self._async_manager_pid = manager, os.getpid()
+        self._async_manager, self._async_manager_fork = manager, _FORKS[0]
         return manager
 
     def _make_manager(self) -> TokenManager:
@@ -317,7 +329,7 @@ class WatcherState:
         manager.add_listener(self._send_signal)
         if settings.opentelemetry is not None:
             instrument(manager, user_key=settings.opentelemetry)
-        self._manager, self._manager_pid = manager, os.getpid()
+        self._manager, self._manager_fork = manager, _FORKS[0]
         return manager
 
     def user_key(self) -> str | None:
@@ -486,7 +498,9 @@ def _request_session(api: str = "v3") -> _RequestSession:
         return held
     if held is not None:
         held.session.close()
-    state = get_state(app_ctx.app)
+    state: WatcherState | None = app_ctx.app.extensions.get(EXTENSION_KEY)
+    if state is None:
+        state = get_state(app_ctx.app)  # raises, saying so
     session: WatcherSession
     if api == "system":
         key, session = "", state.system_session()
@@ -495,11 +509,14 @@ def _request_session(api: str = "v3") -> _RequestSession:
         key = state.watcher_v2_key()
         session = state.manager.v2_session(key)
     else:
-        key = state.watcher_key()
+        key = state._serving_key("v3")
         session = state.manager.session(key)
-    session.hooks["response"].append(_last_answer(owner, ctx_g))
-    held = _RequestSession(owner, key, session)
-    vars(ctx_g)[slot] = held
+    values = vars(ctx_g)
+    last = values.get("_watcher_last_answer")  # what _last_answer does, inline
+    if last is None or last[0] is not owner:
+        last = values["_watcher_last_answer"] = (owner, LastAnswer())
+    session.hooks["response"].append(last[1])
+    held = values[slot] = _RequestSession(owner, key, session)
     return held
 
 

@@ -26,6 +26,7 @@ from watcher_auth import (
     WatcherConnectionError,
     WatcherSession,
 )
+from watcher_auth._session import NoCookies
 from watcher_auth.testing import FakeClock, WatcherEmulator
 from watcher_auth.testing.pytest_plugin import EmulatorFactory
 from watcher_auth.testing.services import require_redis
@@ -562,3 +563,13 @@ def test_the_sessions_of_one_key_share_its_auth_and_other_keys_get_their_own(
     with pytest.raises(ConfigurationError):
         connected.session(42).get("profile")  # type: ignore[arg-type]
     assert connected.session(KEY).get("profile").json()["name"] == "alice"
+
+
+def test_a_sessions_jar_has_what_cookiejar_itself_would_set_and_refuses_cookies() -> None:
+    from watcher_auth._session import _SessionJar
+
+    made, reference = _SessionJar.refusing(), _SessionJar(policy=NoCookies())
+    assert sorted(vars(made)) == sorted(vars(reference))
+    assert len(made) == 0
+    made.set("lang", "en")  # a caller's own cookie is kept, as in any jar
+    assert [cookie.name for cookie in made] == ["lang"]
