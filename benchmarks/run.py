@@ -625,6 +625,11 @@ def overhead_section(rounds: int, part_calls: int) -> Section:
             "with the same pool sizes, and the manager's 10 s timeout on every call; so are "
             "the peers (`benchmarks/_peers.py`). The typical "
             "hand-written client keeps `requests`' defaults, `trust_env` on, and no timeout.",
+            "A watcher-auth session refuses the cookies of Watcher's answers, so while neither "
+            "the session nor the call holds a cookie it prepares and sends requests without "
+            "`requests`' cookie jars (making and reading empty jars, parsing `Set-Cookie` "
+            "headers it would refuse); the floor and the peers do that work on every call, "
+            "which is why watcher-auth's core rows can come in at or below the floor.",
             "Authlib's and requests-oauthlib's sessions hold an hour-long token with a refresh "
             "token and the token endpoint set (Watcher's `/login`), so each call checks expiry "
             "as it would in production; no refresh happens during the timed loop.",

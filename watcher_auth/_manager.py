@@ -199,6 +199,13 @@ class TokenManager(ManagerBase):
             ReauthenticationRequired: the refresh token was rejected; the pair was deleted.
             WatcherUnavailable: Watcher could not be reached for a needed refresh.
         """
+        # The common case in a web request: this process holds a fresh copy, the flow's
+        # whole answer (a session made for the key has looked for it already).
+        auth = self._auths.get(key) if type(key) is str else None
+        if auth is not None:
+            pair = auth.fresh_copy()
+            if pair is not None:
+                return pair
         result: TokenPair = self._run(self.lifecycle.current(key))
         return result
 

@@ -229,6 +229,14 @@ class FlowAuth(AuthBase):
         r.hooks["response"].append(hook)
         return r
 
+    def fresh_copy(self) -> TokenPair | None:
+        """This process's fresh copy of the key's record, found with no I/O (see
+        :meth:`~watcher_auth._calls.CallScheme.copier`); ``None`` when only the flow can tell."""
+        copier, key = self._copier, self.key
+        if copier is None or copier[0] is not key:
+            copier = self._copier = (key, self._scheme.copier(key))
+        return copier[1]()
+
     def _answered(
         self,
         response: requests.Response,

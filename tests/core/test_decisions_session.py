@@ -573,3 +573,17 @@ def test_a_sessions_jar_has_what_cookiejar_itself_would_set_and_refuses_cookies(
     assert len(made) == 0
     made.set("lang", "en")  # a caller's own cookie is kept, as in any jar
     assert [cookie.name for cookie in made] == ["lang"]
+
+
+def test_current_tokens_answers_from_a_fresh_copy_and_refreshes_a_stale_one(
+    connected: TokenManager, emulator: WatcherEmulator, fake_clock: FakeClock
+) -> None:
+    connected.session(KEY)  # what a web request makes before its decorator asks
+    first = connected.current_tokens(KEY)
+    assert connected.current_tokens(KEY) is first
+    assert emulator.stats.refreshes == 0
+    fake_clock.advance(301)  # past the access token's 300 s
+    second = connected.current_tokens(KEY)
+    assert second.access_token != first.access_token
+    assert emulator.stats.refreshes == 1
+    assert connected.current_tokens(KEY) is second
