@@ -222,3 +222,32 @@ def test_an_answer_to_a_call_that_ran_the_flow_is_read_under_the_size_limit(
     with pytest.raises(ResponseTooLarge):
         session.get("profile")
     manager.close()
+
+
+def test_a_memory_store_that_changes_loading_is_read_through_the_flow(
+    emulator: WatcherEmulator, fake_clock: FakeClock
+) -> None:
+    from watcher_auth import EventType, StoreError
+
+    class Failing(MemoryStore):
+        broken = False
+
+        def load(self, key: StoreKey) -> TokenPair | None:
+            if self.broken:
+                raise StoreError("the disk is full")
+            return super().load(key)
+
+    store = Failing()
+    manager = TokenManager(emulator.url, store=store, clock=fake_clock, timeout=5.0)
+    errors: list[Any] = []
+    manager.add_listener(
+        lambda event: errors.append(event) if event.type is EventType.STORE_ERROR else None
+    )
+    manager.login(KEY, username="alice", password="secret")
+    assert manager.session(KEY).get("profile").status_code == 200
+    store.broken = True
+    for call in (lambda: manager.session(KEY).get("profile"), lambda: manager.current_tokens(KEY)):
+        with pytest.raises(StoreError):
+            call()
+    assert [event.error for event in errors] == ["StoreError", "StoreError"]
+    manager.close()

@@ -140,10 +140,14 @@ class AsyncMemoryStore(AsyncTokenStore):
 def local_reader(store: object) -> Callable[[StoreKey], TokenPair | None] | None:
     """How to read ``store`` with no I/O and no await, when it is a memory store kept by this
     process alone (its records are this process's own truth); ``None`` for any other store,
-    including a memory store subclass that says it is shared."""
+    including a memory store subclass that says it is shared or changes how it loads."""
+    # The records themselves (reads need no lock); a subclass that changes loading is read
+    # through the flow, which accounts for its failures.
     if isinstance(store, MemoryStore) and not store.shared:
-        # The records themselves (reads need no lock), unless a subclass changes loading.
-        return store._data.lookup if type(store).load is MemoryStore.load else store.load
+        return store._data.lookup if type(store).load is MemoryStore.load else None
     if isinstance(store, AsyncMemoryStore) and not store.shared:
-        return store._data.lookup if type(store).peek is AsyncMemoryStore.peek else store.peek
+        loads = (type(store).load, type(store).peek)
+        return (
+            store._data.lookup if loads == (AsyncMemoryStore.load, AsyncMemoryStore.peek) else None
+        )
     return None
