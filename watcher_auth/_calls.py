@@ -26,6 +26,7 @@ __all__ = [
     "BearerScheme",
     "CallRequest",
     "CallScheme",
+    "KeyedCopy",
     "answered",
     "call_flow",
     "replace_credentials",
@@ -142,6 +143,36 @@ class BearerScheme(CallScheme):
     def after_challenge(self, key: str, sent: TokenPair, answer: Answer) -> Flow[TokenPair | None]:
         fresh = yield from self.lifecycle.refresh_after_unauthorized(key, sent)
         return fresh
+
+
+class KeyedCopy:
+    """What an auth object for one key keeps between calls, for the ``requests`` and ``httpx``
+    auths alike: the key's fresh-copy check (see :meth:`CallScheme.copier`), and the headers
+    of the pair it sent last (most calls send the same pair again)."""
+
+    _scheme: CallScheme
+    key: str
+
+    def _keep_copies(self, scheme: CallScheme, key: str) -> None:
+        self._scheme = scheme
+        self.key = key
+        self._copier: tuple[str, Callable[[], TokenPair | None]] | None = None
+        self._sent: tuple[TokenPair, dict[str, str]] | None = None
+
+    def fresh_copy(self) -> TokenPair | None:
+        """This process's fresh copy of the key's record, found with no I/O; ``None`` when
+        only the flow can tell."""
+        copier, key = self._copier, self.key
+        if copier is None or copier[0] is not key:
+            copier = self._copier = (key, self._scheme.copier(key))
+        return copier[1]()
+
+    def headers_for(self, pair: TokenPair) -> dict[str, str]:
+        """The scheme's headers for ``pair``, kept for the pair sent last."""
+        sent = self._sent
+        if sent is None or sent[0] is not pair:
+            sent = self._sent = (pair, self._scheme.headers(pair))
+        return sent[1]
 
 
 def replace_credentials(

@@ -8,12 +8,12 @@ from __future__ import annotations
 import logging
 import os
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping
 from typing import Any
 
 import httpx
 
-from watcher_auth._calls import CallScheme, answered, call_flow, replace_credentials
+from watcher_auth._calls import CallScheme, KeyedCopy, answered, call_flow, replace_credentials
 from watcher_auth._drivers import (
     DEFAULT_MAX_RESPONSE_BYTES,
     AsyncSteps,
@@ -72,7 +72,7 @@ class _HttpxCall:
         replace_credentials(self.request.headers, self._names, headers)
 
 
-class FlowHttpxAuth(httpx.Auth):
+class FlowHttpxAuth(KeyedCopy, httpx.Auth):
     """``httpx`` auth that runs the call flow for one user key and one scheme.
 
     Made by :meth:`TokenManager.httpx_auth` (works with ``httpx.Client``) and
@@ -89,13 +89,9 @@ class FlowHttpxAuth(httpx.Auth):
         sync_steps: SyncSteps | None = None,
         async_steps: AsyncSteps | None = None,
     ) -> None:
-        self._scheme = scheme
         self._sync = sync_steps
         self._async = async_steps
-        self.key = key
-        # The headers of the pair sent last: most calls send the same pair again.
-        self._sent: tuple[TokenPair, dict[str, str]] | None = None
-        self._copier: tuple[str, Callable[[], TokenPair | None]] | None = None
+        self._keep_copies(scheme, key)
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
         steps = self._sync
@@ -156,18 +152,11 @@ class FlowHttpxAuth(httpx.Auth):
         """The common case: a call to Watcher's origin while this process holds a fresh copy
         (by the cache's rules, change notices included), attached with no step at all; the
         flow then starts at Watcher's answer (see :func:`answered`)."""
-        scheme, key = self._scheme, self.key
-        if not call.url.startswith(scheme.prefix):
+        if not call.url.startswith(self._scheme.prefix):
             return None
-        copier = self._copier
-        if copier is None or copier[0] is not key:
-            copier = self._copier = (key, scheme.copier(key))
-        pair = copier[1]()
+        pair = self.fresh_copy()
         if pair is not None:
-            sent = self._sent
-            if sent is None or sent[0] is not pair:
-                sent = self._sent = (pair, scheme.headers(pair))
-            call.set_credentials(sent[1])
+            call.set_credentials(self.headers_for(pair))
         return pair
 
     def _challenged(self, response: httpx.Response) -> bool:

@@ -253,12 +253,9 @@ class TokenManager(ManagerBase):
 
         Creating one does no I/O; tokens are loaded (and refreshed) on the first request.
         """
-        if not self._watching:
-            self._watch()
-        auth = self._auths.get(key) if type(key) is str else None
         session = WatcherSession(
             base_url=self.api_root,
-            auth=auth if auth is not None else self._new_auth(key),
+            auth=self.auth(key),
             timeout=self.timeout,
             adapter=self.steps.adapter,
             max_response_bytes=self.max_response_bytes,

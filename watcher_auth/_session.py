@@ -7,7 +7,7 @@ import http.cookiejar
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import requests
@@ -19,7 +19,7 @@ from requests.sessions import merge_hooks, merge_setting
 from requests.structures import CaseInsensitiveDict
 from requests.utils import default_headers
 
-from watcher_auth._calls import CallScheme, answered, call_flow, replace_credentials
+from watcher_auth._calls import CallScheme, KeyedCopy, answered, call_flow, replace_credentials
 from watcher_auth._drivers import DEFAULT_MAX_RESPONSE_BYTES, SyncSteps, drive, read_limited
 from watcher_auth._effects import Answer, Flow
 from watcher_auth._exceptions import WatcherAuthError, WatcherConnectionError
@@ -184,7 +184,7 @@ class _Pending:
         return auth._answered(response, self.pair, self.position, flow, call, kwargs)
 
 
-class FlowAuth(AuthBase):
+class FlowAuth(KeyedCopy, AuthBase):
     """``requests`` auth that runs the call flow for one user key and one scheme.
 
     The credentials go only to Watcher's origin; after Watcher's own challenge (401 for
@@ -193,34 +193,22 @@ class FlowAuth(AuthBase):
 
     def __init__(self, steps: SyncSteps, scheme: CallScheme, key: str) -> None:
         self._steps = steps
-        self._scheme = scheme
-        self.key = key
-        self._sent: tuple[TokenPair, dict[str, str]] | None = None
-        self._copier: tuple[str, Callable[[], TokenPair | None]] | None = None
+        self._keep_copies(scheme, key)
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        scheme, key = self._scheme, self.key
+        scheme = self._scheme
         # Where a body stands now, for a retry to rewind to (before anything reads it).
         position = None if r.body is None else _body_position(r.body)
         # The common case: a call to Watcher's origin while this process holds a fresh
         # copy (by the cache's own rules, change notices included). Attaching it is the
         # flow's whole decision, so the flow starts at Watcher's answer.
-        pair = None
-        if str(r.url).startswith(scheme.prefix):
-            copier = self._copier
-            if copier is None or copier[0] is not key:
-                copier = self._copier = (key, scheme.copier(key))
-            pair = copier[1]()
+        pair = self.fresh_copy() if str(r.url).startswith(scheme.prefix) else None
         if pair is not None:
-            # The headers of the pair sent last are kept: most calls send the same pair.
-            sent = self._sent
-            if sent is None or sent[0] is not pair:
-                sent = self._sent = (pair, scheme.headers(pair))
-            replace_credentials(r.headers, scheme.header_names, sent[1])
+            replace_credentials(r.headers, scheme.header_names, self.headers_for(pair))
             hook = _Pending(self, pair, position, None, None)
         else:
             call = _PreparedCall(r, scheme.header_names, position)
-            flow = call_flow(scheme, key, call)
+            flow = call_flow(scheme, self.key, call)
             wants_send, _ = drive(flow, self._steps)
             if not wants_send:
                 return r
@@ -228,14 +216,6 @@ class FlowAuth(AuthBase):
         # What ``register_hook`` does, less its ``isinstance(hook, Callable)`` check.
         r.hooks["response"].append(hook)
         return r
-
-    def fresh_copy(self) -> TokenPair | None:
-        """This process's fresh copy of the key's record, found with no I/O (see
-        :meth:`~watcher_auth._calls.CallScheme.copier`); ``None`` when only the flow can tell."""
-        copier, key = self._copier, self.key
-        if copier is None or copier[0] is not key:
-            copier = self._copier = (key, self._scheme.copier(key))
-        return copier[1]()
 
     def _answered(
         self,

@@ -511,12 +511,8 @@ def _request_session(api: str = "v3") -> _RequestSession:
     else:
         key = state._serving_key("v3")
         session = state.manager.session(key)
-    values = vars(ctx_g)
-    last = values.get("_watcher_last_answer")  # what _last_answer does, inline
-    if last is None or last[0] is not owner:
-        last = values["_watcher_last_answer"] = (owner, LastAnswer())
-    session.hooks["response"].append(last[1])
-    held = values[slot] = _RequestSession(owner, key, session)
+    session.hooks["response"].append(_last_answer(owner, ctx_g))
+    held = vars(ctx_g)[slot] = _RequestSession(owner, key, session)
     return held
 
 
