@@ -8,7 +8,8 @@ Each case runs the same number of calls through watcher-auth and through the fai
 ``_peers.py``) against one loopback server under cProfile, and prints, per function, the
 microseconds of CPU per call that watcher-auth's run spends in it beyond the floor's run (own
 time, and time including callees). ``core`` reuses one session as the per-call table does;
-``core-new-session`` builds ``manager.session(key)`` for every call, as the web layers do.
+``core-new-session`` builds ``manager.session(key)`` for every call (the web layers borrow
+one with ``manager.lend(key)`` instead).
 cProfile inflates small functions several times over, so its figures rank the costs rather
 than measure them; the last table times each piece of the core path alone with ``timeit``.
 """
@@ -182,6 +183,7 @@ def suspects() -> None:
 
     print("\n## the pieces alone")
     print("per request, web layers:")
+    alone("manager.lend(key) and loan.end(): a kept session", lambda: memory.lend("k").end())
     alone("manager.session(key): a WatcherSession", lambda: memory.session("k"))
     alone("  for comparison: requests.Session() (it builds two HTTPAdapters)", requests.Session)
     alone("  HTTPAdapter() (each makes a PoolManager and a Retry)", requests.adapters.HTTPAdapter)

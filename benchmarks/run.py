@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import functools
 import gc
-import http.server
 import importlib.metadata
 import math
 import os
@@ -25,9 +24,9 @@ import platform
 import random
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 import timeit
 import tracemalloc
@@ -354,32 +353,28 @@ def store_row(
 # --- per-call overhead ------------------------------------------------------------------------
 
 
-class _Trivial(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @contextlib.contextmanager
 def trivial_server() -> Iterator[str]:
-    """A loopback server answering ``{}`` to every GET; yields its URL."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Trivial)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    """A loopback server answering ``{}`` to every GET, in its own process; yields its URL.
+
+    In a thread of this process its work would share the interpreter lock with the client
+    under test, which a portal calling Watcher never does.
+    """
+    script = Path(__file__).with_name("_trivial.py")
+    server = subprocess.Popen(
+        [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        assert server.stdout is not None
+        yield server.stdout.readline().strip()
     finally:
-        server.shutdown()
-        server.server_close()
+        assert server.stdin is not None
+        server.stdin.close()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def _fresh_token() -> tuple[str, TokenPair]:
@@ -609,15 +604,17 @@ def overhead_section(rounds: int, part_calls: int) -> Section:
         OVERHEAD_HEADER,
         rows,
         [
-            f"{rounds} rounds against one trivial loopback server, all rows of a group in the "
-            "same run. In each round every row makes a block of 20 calls (core) or 10 "
+            f"{rounds} rounds against one trivial loopback server running in a process of its "
+            "own (as Watcher runs on another machine: in a thread of the benchmark process its "
+            "work would take turns with the client's on one interpreter lock), all rows of a "
+            "group in the same run. In each round every row makes a block of 20 calls (core) or 10 "
             "test-client requests (web) right next to a block of its group's floor, the floor "
             "first in one round and second in the next, the rows' order rotating. Each call "
             "is timed alone and a block counts the median of its calls; a row's ratio in a "
             "round is over the floor block next to it. The table gives medians over the "
             "rounds and, as the spread, the 10th to 90th percentile of the rounds' ratios. "
-            "The CPU ratio is the same over the process CPU time per call (client and the "
-            "server's thread), which other processes on the machine disturb less.",
+            "The CPU ratio is the same over the benchmark process's CPU time per call (the "
+            "client's), which other processes on the machine disturb less.",
             "The fair floor is configured like a manager: `trust_env = False` (`requests` "
             "otherwise scans the environment for proxies, a CA bundle and netrc on every "
             "call), the CA bundle a manager reads from the environment once (if one is set, "
@@ -627,9 +624,14 @@ def overhead_section(rounds: int, part_calls: int) -> Section:
             "hand-written client keeps `requests`' defaults, `trust_env` on, and no timeout.",
             "A watcher-auth session refuses the cookies of Watcher's answers, so while neither "
             "the session nor the call holds a cookie it prepares and sends requests without "
-            "`requests`' cookie jars (making and reading empty jars, parsing `Set-Cookie` "
-            "headers it would refuse); the floor and the peers do that work on every call, "
+            "`requests`' cookie jars (making and reading empty jars, wrapping each answer to "
+            "hand its `Set-Cookie` headers to a jar that would refuse them), and looks for a "
+            "redirect only on a redirect; the floor and the peers do that work on every call, "
             "which is why watcher-auth's core rows can come in at or below the floor.",
+            "The web layers do not build a session per request: the manager lends each "
+            "request the key's session and takes it back after the response, keeping it for "
+            "the next request only if the request used nothing but its calls or left it as it "
+            "was made (`SessionLoan`).",
             "Authlib's and requests-oauthlib's sessions hold an hour-long token with a refresh "
             "token and the token endpoint set (Watcher's `/login`), so each call checks expiry "
             "as it would in production; no refresh happens during the timed loop.",
@@ -641,7 +643,7 @@ def overhead_section(rounds: int, part_calls: int) -> Section:
             "session configured as above with the header set once.",
             f"The `part` rows time pieces of the path on their own (best of 5 runs of "
             f"{part_calls:,} calls): what a call adds before it reaches `requests`, and what "
-            "a web request adds by building its session.",
+            "a web request adds by borrowing its session.",
         ],
     )
 
@@ -741,6 +743,10 @@ def _parts(url: str, pair: TokenPair, n: int) -> list[list[str]]:
             _alone(lambda: manager.session("k"), n),
         ],
         ["part: `requests.Session()`, for comparison", _alone(requests.Session, n)],
+        [
+            "part: `manager.lend(key)` and `loan.end()`, a web request's session",
+            _alone(lambda: manager.lend("k").end(), n),
+        ],
     ]
     manager.close()
     return [[label, value, "", "", "", "", ""] for label, value in rows]

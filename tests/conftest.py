@@ -8,8 +8,12 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from watcher_auth import TokenPair
 
 # One name per test run (inherited by the worker processes tests start), so two runs on one
 # machine never share a PostgreSQL database; tests/django/settings.py reads the same variable.
@@ -96,6 +100,25 @@ def recording_server() -> Iterator[RecordingServer]:
     yield record
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="module")
+def module_recording_server() -> Iterator[RecordingServer]:
+    """A recording server shared by a module's tests (each stop waits half a second)."""
+    record, server = _start_recording_server()
+    yield record
+    server.shutdown()
+    server.server_close()
+
+
+def fresh_pair(now: float, username: str = "alice") -> TokenPair:
+    """A pair whose access token (an HS256 JWT) is fresh for an hour from ``now``."""
+    import jwt
+
+    from watcher_auth import TokenPair
+
+    token = jwt.encode({"exp": now + 3600, "iat": now}, "a-signing-key-of-32-bytes-length", "HS256")
+    return TokenPair(token, "refresh", now + 3600, now, username=username)
 
 
 @pytest.fixture

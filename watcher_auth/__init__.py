@@ -34,7 +34,7 @@ from watcher_auth._exceptions import (
 from watcher_auth._locks import KeyedLocks
 from watcher_auth._manager import CredentialsProvider, TokenManager
 from watcher_auth._policy import parse_json_object
-from watcher_auth._session import WatcherBearerAuth, WatcherSession
+from watcher_auth._session import SessionLoan, WatcherBearerAuth, WatcherSession
 from watcher_auth._tokens import Secret, StoreKey, TokenPair
 from watcher_auth._urls import normalize_server_url, origin_of
 from watcher_auth.stores import AsyncTokenStore, MemoryStore, TokenStore, resolve_store
@@ -84,6 +84,7 @@ __all__ = [
     "ReauthenticationRequired",
     "ResponseTooLarge",
     "Secret",
+    "SessionLoan",
     "StoreError",
     "StoreKey",
     "StoreLockTimeout",

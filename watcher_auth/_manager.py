@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -16,7 +18,13 @@ from watcher_auth._calls import BearerScheme
 from watcher_auth._drivers import DEFAULT_MAX_RESPONSE_BYTES, SyncSteps, Timeout
 from watcher_auth._lifecycle import Margin
 from watcher_auth._lru import LRU
-from watcher_auth._session import WatcherBearerAuth, WatcherSession, block_cookies
+from watcher_auth._session import (
+    SessionLoan,
+    WatcherBearerAuth,
+    WatcherSession,
+    _Made,
+    block_cookies,
+)
 from watcher_auth._tokens import Secret, TokenPair
 from watcher_auth._urls import normalize_server_url
 from watcher_auth.stores import MemoryStore, TokenStore, resolve_store
@@ -134,6 +142,8 @@ class TokenManager(ManagerBase):
         self._v2_scheme = V2Scheme(self.v2)
         self._auths: LRU[str, WatcherBearerAuth] = LRU(_AUTHS_KEPT)
         self._auths_lock = threading.Lock()
+        # The sessions web requests gave back unchanged, one per key, oldest first (lend()).
+        self._idle: OrderedDict[str, tuple[WatcherSession, _Made]] = OrderedDict()
 
     @property
     def adapter(self) -> requests.adapters.HTTPAdapter:
@@ -143,6 +153,8 @@ class TokenManager(ManagerBase):
     def _after_fork(self) -> None:
         super()._after_fork()
         self.steps.after_fork()
+        self._idle = OrderedDict()  # their connections are the parent's
+        self._auths_lock = threading.Lock()
 
     def _watch(self) -> None:
         # The store's change channel keeps this process's copies coherent; started on first
@@ -267,6 +279,44 @@ class TokenManager(ManagerBase):
         session.verify = self._verify
         return session
 
+    def lend(
+        self, key: str, hook: Callable[..., Any] | None = None, *, owner: object = None
+    ) -> SessionLoan:
+        """The session of :meth:`session` for one web request, with ``hook`` (if given) as
+        its response hook; the request ends the loan after its response
+        (:meth:`SessionLoan.end`, or leave ``with manager.lend(key) as session:``).
+
+        A session given back unchanged is lent again to the next request for ``key`` (one is
+        kept per recently used key), so a web request does not build one; a request never
+        gets a session another request holds, nor one another request changed. ``owner`` is
+        recorded on the loan for the caller (the request holding it). A session used after
+        its loan ended (kept by a thread the view started, say) may be lent to a later
+        request for the same key at the same time.
+        """
+        # dict operations made in one step each, safe between threads without a lock
+        kept = self._idle.pop(key, None) if type(key) is str else None
+        if kept is None:
+            session = self.session(key)
+            kept = session, _Made(session)
+        else:
+            session = kept[0]
+        if hook is not None:
+            session.hooks["response"].append(hook)
+        return SessionLoan(self, key, session, kept[1], hook, owner)
+
+    def _keep(self, key: str, session: WatcherSession, made: _Made) -> None:
+        """Keep an ended loan's unchanged session for its key (unless one is kept)."""
+        if type(key) is not str:
+            session.close()
+            return
+        idle = self._idle
+        kept = (session, made)
+        if idle.setdefault(key, kept) is not kept:
+            session.close()
+        elif len(idle) > _AUTHS_KEPT:
+            with contextlib.suppress(KeyError):  # emptied by other threads meanwhile
+                idle.popitem(last=False)
+
     def httpx_auth(self, key: str) -> httpx.Auth:
         """``httpx`` auth for ``key`` in sync code (``httpx.get(url, auth=...)``)."""
         from watcher_auth._httpx import FlowHttpxAuth
@@ -305,6 +355,7 @@ class TokenManager(ManagerBase):
 
     def close(self) -> None:
         """Close pooled connections and the store's change channel (the manager stays usable)."""
+        self._idle.clear()
         self.steps.http.close()
         self.adapter.close()
         if self._cache is not None and self._cache.watch is not None:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import datetime
 import functools
 import http.cookiejar
 import logging
+import operator
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
 from requests.auth import AuthBase
 from requests.cookies import RequestsCookieJar
+from requests.hooks import dispatch_hook
 from requests.models import CONTENT_CHUNK_SIZE, DEFAULT_REDIRECT_LIMIT
 from requests.sessions import merge_hooks, merge_setting
 from requests.structures import CaseInsensitiveDict
@@ -30,6 +34,7 @@ from watcher_auth._urls import is_absolute, origin_of, path_only
 __all__ = [
     "FlowAuth",
     "NoCookies",
+    "SessionLoan",
     "WatcherBearerAuth",
     "WatcherSession",
     "block_cookies",
@@ -302,9 +307,10 @@ class WatcherSession(requests.Session):
         adapter: HTTPAdapter | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
-        # What requests.Session.__init__ sets, less its two default adapters: the web layers
-        # build a session per request, and most never call anywhere but Watcher's origin,
-        # served by the manager's shared adapter. Other origins get the defaults on first use.
+        # What requests.Session.__init__ sets, less its two default adapters: sessions are
+        # made per web request (or lent again, see SessionLoan), and most never call anywhere
+        # but Watcher's origin, served by the manager's shared adapter. Other origins get the
+        # defaults on first use.
         headers: CaseInsensitiveDict[str] = CaseInsensitiveDict.__new__(CaseInsensitiveDict)
         headers._store = _DEFAULT_HEADERS._store.copy()  # type: ignore[attr-defined]
         self.headers = headers  # type: ignore[assignment]
@@ -351,6 +357,44 @@ class WatcherSession(requests.Session):
             hooks=merge_hooks(request.hooks, self.hooks),  # type: ignore[no-untyped-call]
         )
         return prepared
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        cookies = self.cookies
+        if (
+            self.trust_env
+            or type(cookies) is not _SessionJar
+            or cookies._policy is not _NO_COOKIES  # type: ignore[attr-defined]
+            or not isinstance(request, requests.PreparedRequest)
+        ):
+            return super().send(request, **kwargs)
+        # What requests does for a session that refuses every cookie and reads nothing from
+        # the environment, less its work for either: no answer's cookies are handed to the
+        # jar (it would keep none), and redirects are looked for only on a redirect.
+        kwargs.setdefault("stream", self.stream)
+        kwargs.setdefault("verify", self.verify)
+        kwargs.setdefault("cert", self.cert)
+        if "proxies" not in kwargs:  # what requests resolves when it reads no environment
+            kwargs["proxies"] = dict(self.proxies)
+        allow_redirects = kwargs.pop("allow_redirects", True)
+        adapter = self.get_adapter(url=str(request.url))
+        start = time.perf_counter()
+        response = adapter.send(request, **kwargs)
+        response.elapsed = datetime.timedelta(seconds=time.perf_counter() - start)
+        response = dispatch_hook("response", request.hooks, response, **kwargs)  # type: ignore[no-untyped-call]
+        if allow_redirects:
+            if response.is_redirect:
+                history = list(self.resolve_redirects(response, request, **kwargs))
+                if history:
+                    history.insert(0, response)
+                    response = history.pop()
+                    response.history = history
+        elif response.is_redirect:
+            response._next = next(
+                self.resolve_redirects(response, request, yield_requests=True, **kwargs), None
+            )
+        if not kwargs["stream"]:
+            response.content  # noqa: B018 (read now, as requests does)
+        return cast(requests.Response, response)
 
     def get_adapter(self, url: str) -> BaseAdapter:
         # requests lowercases a prepared URL's scheme and host, as the prefixes are.
@@ -473,3 +517,111 @@ class WatcherSession(requests.Session):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.base_url} auth={self.auth!r}>"
+
+
+class _Made:
+    """What a session lent by a manager was when made, to tell whether a request changed it."""
+
+    __slots__ = ("adapters", "proxies", "values")
+
+    def __init__(self, session: WatcherSession) -> None:
+        self.values = tuple(vars(session).values())
+        self.adapters = OrderedDict(session.adapters)
+        self.proxies = dict(session.proxies)
+
+
+class SessionLoan:
+    """A manager's session lent to one web request (``TokenManager.lend``).
+
+    :meth:`end` gives it back after the response; it is kept for the key's next request only
+    if the request left it as it was made: the same attributes holding the same objects,
+    ``requests``' default headers, no params, no cookie, no response hook but the loan's, no
+    adapter or proxy added. Anything else (a header set, a cookie policy changed, another
+    origin called, the session closed) and it is closed instead, so nothing one request did
+    to its session reaches the next. Each loan ends once; in a ``with`` block it stands for
+    its session and ends on leaving.
+    """
+
+    __slots__ = ("_made", "_manager", "ended", "hook", "key", "owner", "session", "touched")
+
+    #: What a web layer's proxy may hand out of a lent session without marking it touched:
+    #: its calls, which leave the session as it was.
+    CALLS: ClassVar[frozenset[str]] = frozenset(
+        {"get", "post", "put", "patch", "delete", "head", "options", "request", "json", "paginate"}
+    )
+
+    def __init__(
+        self,
+        manager: Any,
+        key: str,
+        session: WatcherSession,
+        made: _Made,
+        hook: Any = None,
+        owner: object = None,
+    ) -> None:
+        self._manager = manager
+        self._made = made
+        self.key = key
+        self.session = session
+        #: The response hook the holder gave the session for the loan.
+        self.hook = hook
+        #: Who holds the loan (a web layer's request object).
+        self.owner = owner
+        #: Whether the holder may have reached the session's state. A web layer that hands
+        #: the session out through a proxy clears it and sets it again on any use but a
+        #: call (see :attr:`CALLS`); only a touched session is compared with what it was.
+        self.touched = True
+        self.ended = False
+
+    @property
+    def manager(self) -> Any:
+        """The ``TokenManager`` that lent the session."""
+        return self._manager
+
+    def end(self) -> None:
+        """Give the session back (once): kept for the key's next request if the request left
+        it unchanged (and no other is kept for the key), else closed."""
+        if self.ended:
+            return
+        self.ended = True
+        session, made, manager = self.session, self._made, self._manager
+        adapters = session.adapters
+        # Only called (CALLS): requests changes no session state on a call, and this session
+        # refuses cookies; a call to another origin adds that origin's adapter.
+        if (
+            not self.touched
+            and len(adapters) == len(made.adapters)
+            and session._shared_adapter is manager.steps.adapter
+        ):
+            session.hooks["response"].clear()
+            manager._keep(self.key, session, made)
+            return
+        values = vars(session)
+        hooks = session.hooks
+        jar = session.cookies
+        if (
+            len(values) != len(made.values)
+            or not all(map(operator.is_, values.values(), made.values))
+            or len(hooks) != 1
+            or hooks.get("response") != ([] if self.hook is None else [self.hook])
+            or session.headers._store != _DEFAULT_HEADERS._store  # type: ignore[attr-defined]
+            or session.params
+            or adapters != made.adapters
+            or session.proxies != made.proxies
+            or jar._policy is not _NO_COOKIES  # type: ignore[attr-defined]
+            or jar._cookies  # type: ignore[attr-defined]
+            or session._shared_adapter is not manager.steps.adapter  # another process's, after fork
+        ):
+            session.close()
+            return
+        hooks["response"].clear()
+        manager._keep(self.key, session, made)
+
+    def __enter__(self) -> WatcherSession:
+        return self.session
+
+    def __exit__(self, *args: object) -> None:
+        self.end()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {self.session!r}>"

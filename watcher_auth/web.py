@@ -39,7 +39,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -234,18 +234,33 @@ class LastAnswer:
     """A ``requests`` response hook that remembers Watcher's last answer on a session.
 
     Web layers add one to the session they hand a view (``session.hooks["response"]``), then
-    pass :attr:`status` and :attr:`was_json` to :func:`error_answer`. It keeps no body.
+    pass :attr:`status` and :attr:`was_json` to :func:`error_answer`. It keeps the answer's
+    status and headers, no body.
     """
 
-    __slots__ = ("status", "was_json")
+    __slots__ = ("_headers", "_was_json", "status")
 
     def __init__(self) -> None:
         self.status: int | None = None
-        self.was_json = True
+        self._was_json = True
+        self._headers: Mapping[str, str] | None = None
 
     def __call__(self, response: requests.Response, *args: object, **kwargs: object) -> None:
+        # Read on every answer, looked into only after a failure.
         self.status = response.status_code
-        self.was_json = "json" in response.headers.get("Content-Type", "").lower()
+        self._headers = response.headers
+
+    @property
+    def was_json(self) -> bool:
+        """Whether the last answer said its body is JSON (``True`` before any answer)."""
+        headers = self._headers
+        if headers is None:
+            return self._was_json
+        return "json" in headers.get("Content-Type", "").lower()
+
+    @was_json.setter
+    def was_json(self, value: bool) -> None:
+        self._was_json, self._headers = value, None
 
 
 def _library_answer(exc: WatcherAuthError) -> ErrorAnswer:

@@ -34,8 +34,8 @@ from django_watcher_auth.conf import (
 from watcher_auth import (
     ConfigurationError,
     NotConnected,
+    SessionLoan,
     WatcherAuthError,
-    WatcherSession,
 )
 from watcher_auth.v2 import WatcherV2Session
 from watcher_auth.web import ErrorAnswer, FailureLog, LastAnswer, error_answer
@@ -157,8 +157,12 @@ async def signed_in_user(request: HttpRequest) -> Any:
     return await sync_to_async(evaluate)()
 
 
-def _build(request: HttpRequest) -> WatcherSession:
-    return _watched(request, get_manager().session(watcher_key(request)))
+def _build(request: HttpRequest) -> SessionLoan:
+    # Lent by the manager until the response (the middleware ends the loan), untouched
+    # until used through more than its calls (see _OnFirstUse).
+    loan = get_manager().lend(watcher_key(request), _last_answer(request), owner=request)
+    loan.touched = False
+    return loan
 
 
 def _build_v2(request: HttpRequest) -> WatcherV2Session:
@@ -176,49 +180,74 @@ def _build_system(request: HttpRequest) -> WatcherV2Session:
     return _watched(request, get_manager().v2_system_session(key))
 
 
+_CALLS = SessionLoan.CALLS
+
+
 class _OnFirstUse:
     """What ``request.watcher`` (and its twins) is: the request's session, made on first use
     of any of its attributes (a view that never uses it reads no store), then used directly.
 
     It stands for the session as Django's ``SimpleLazyObject`` would (``isinstance``,
     ``with``, attribute reads and writes) at one Python call per attribute read; a failed
-    build raises to the caller and is tried again on the next use.
+    build raises to the caller and is tried again on the next use. ``request.watcher`` is
+    lent by the manager (:class:`~watcher_auth.SessionLoan`): any use but its calls marks
+    the loan touched, and :func:`end_watcher_loan` ends it after the response.
     """
 
-    __slots__ = ("_build", "_request", "_session")
+    __slots__ = ("_build", "_loan", "_request", "_session")
 
     def __init__(self, build: Callable[[HttpRequest], Any], request: HttpRequest) -> None:
         object.__setattr__(self, "_build", build)
         object.__setattr__(self, "_request", request)
         object.__setattr__(self, "_session", None)
+        object.__setattr__(self, "_loan", None)
 
     def _made(self) -> Any:
         session = self._session
         if session is None:
-            session = self._build(self._request)
+            made = self._build(self._request)
+            if type(made) is SessionLoan:
+                object.__setattr__(self, "_loan", made)
+                session = made.session
+            else:
+                session = made
             object.__setattr__(self, "_session", session)
             object.__setattr__(self, "_request", None)  # no cycle through the request
         return session
 
+    def _reached(self) -> Any:
+        """The session, for a use that may change it."""
+        session = self._made()
+        loan = self._loan
+        if loan is not None:
+            loan.touched = True
+        return session
+
     def __getattr__(self, name: str) -> Any:
         session = self._session
-        return getattr(session if session is not None else self._made(), name)
+        if session is None:
+            session = self._made()
+        if name not in _CALLS:
+            loan = self._loan
+            if loan is not None:
+                loan.touched = True
+        return getattr(session, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._made(), name, value)
+        setattr(self._reached(), name, value)
 
     def __delattr__(self, name: str) -> None:
-        delattr(self._made(), name)
+        delattr(self._reached(), name)
 
     @property  # type: ignore[misc]
     def __class__(self) -> type:  # isinstance(request.watcher, WatcherSession)
         return type(self._made())
 
     def __enter__(self) -> Any:
-        return self._made().__enter__()
+        return self._reached().__enter__()
 
     def __exit__(self, *args: object) -> None:
-        self._made().__exit__(*args)
+        self._reached().__exit__(*args)
 
     def __dir__(self) -> list[str]:
         return dir(self._made())
@@ -226,6 +255,27 @@ class _OnFirstUse:
     def __repr__(self) -> str:
         session = self._session
         return "<request's Watcher session, not made yet>" if session is None else repr(session)
+
+    def _end_loan(self) -> None:
+        """End the session's loan; a later use gets a session of its own."""
+        loan = self._loan
+        if loan is None:
+            return
+        key = loan.key
+        object.__setattr__(self, "_loan", None)
+        object.__setattr__(self, "_session", None)
+        object.__setattr__(self, "_build", lambda _request: get_manager().session(key))
+        loan.end()
+
+
+def end_watcher_loan(request: HttpRequest, response: HttpResponse) -> None:
+    """Give ``request.watcher``'s session back to the manager after ``response``.
+
+    A streaming response's body may still use it, so its loan is left to end with it.
+    """
+    proxy = vars(request).get("watcher")
+    if type(proxy) is _OnFirstUse and proxy._loan is not None and not response.streaming:
+        proxy._end_loan()
 
 
 def attach_watcher(request: HttpRequest) -> None:

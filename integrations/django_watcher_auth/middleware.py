@@ -14,7 +14,12 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
-from django_watcher_auth._http import aclose_watchers, attach_watcher, watcher_error_response
+from django_watcher_auth._http import (
+    aclose_watchers,
+    attach_watcher,
+    end_watcher_loan,
+    watcher_error_response,
+)
 
 __all__ = ["WatcherMiddleware"]
 
@@ -63,15 +68,18 @@ class WatcherMiddleware:
             return self.__acall__(request)
         attach_watcher(request)
         response: HttpResponse = self.get_response(request)
+        end_watcher_loan(request, response)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
         attach_watcher(request)
         get_response: Callable[[HttpRequest], Awaitable[HttpResponse]] = self.get_response
         try:
-            return await get_response(request)
+            response = await get_response(request)
         finally:
             await aclose_watchers(request)
+        end_watcher_loan(request, response)
+        return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         """The policy's answer to a library failure; ``None`` lets other exceptions through."""

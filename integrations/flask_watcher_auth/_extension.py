@@ -45,6 +45,7 @@ from flask_watcher_auth.signals import SIGNALS
 from watcher_auth import (
     ConfigurationError,
     NotConnected,
+    SessionLoan,
     TokenManager,
     TokenStore,
     WatcherAuthError,
@@ -66,7 +67,7 @@ from watcher_auth.web import (
 
 if TYPE_CHECKING:
     import httpx
-    from flask.ctx import _AppCtxGlobals
+    from flask.ctx import AppContext, _AppCtxGlobals
 
     from watcher_auth import AsyncTokenManager, AsyncWatcherClient
 
@@ -223,6 +224,7 @@ class WatcherAuth:
 # How many times this process's line has forked: a forked worker's state makes its own
 # managers (compared on every request, where os.getpid() would be a system call).
 _FORKS = [0]
+_NOBODY = "nobody is signed in to the portal, so no Watcher account"
 
 
 def _forked() -> None:
@@ -338,8 +340,11 @@ class WatcherState:
         It is :func:`watcher_auth.web.portal_key` of the user's id, which no service account
         key can equal.
         """
+        return self._user_key(_cv_app.get(None))
+
+    def _user_key(self, app_ctx: AppContext | None) -> str | None:
         loader = self.extension._user_key_loader
-        key = loader() if loader is not None else _flask_login_user_key()
+        key = loader() if loader is not None else _flask_login_user_key(app_ctx)
         if key is None or key == "":
             return None
         return portal_key(str(key))
@@ -366,10 +371,10 @@ class WatcherState:
         """
         return self._serving_key("v2")
 
-    def _serving_key(self, api: str) -> str:
-        key = self.user_key()
+    def _serving_key(self, api: str, app_ctx: AppContext | None = None) -> str:
+        key = self._user_key(app_ctx if app_ctx is not None else _cv_app.get(None))
         if key is None:
-            raise NotConnected("", "nobody is signed in to the portal, so no Watcher account")
+            raise NotConnected("", _NOBODY)
         if self.settings.has_service_account:
             manager = self.manager
             own = manager.v2_is_connected(key) if api == "v2" else manager.is_connected(key)
@@ -440,12 +445,19 @@ def get_state(app: Flask | None = None) -> WatcherState:
 
 
 class _RequestSession:
-    __slots__ = ("key", "owner", "session")
+    """A request's API v2 or system session, made for it and closed at teardown (API v3
+    sessions are lent by the manager: a :class:`~watcher_auth.SessionLoan` stands here)."""
+
+    __slots__ = ("key", "owner", "session", "touched")
 
     def __init__(self, owner: object, key: str, session: WatcherSession) -> None:
         self.owner = owner
         self.key = key
         self.session = session
+        self.touched = True
+
+    def end(self) -> None:
+        self.session.close()
 
 
 # Where each kind of per-request session is kept on g.
@@ -472,7 +484,7 @@ _PROXY_NAMES = {
 }
 
 
-def _request_session(api: str = "v3") -> _RequestSession:
+def _request_session(api: str = "v3") -> _RequestSession | SessionLoan:
     # The contexts behind Flask's proxies, read once: each use of a proxy looks them up again.
     app_ctx = _cv_app.get(None)
     request_ctx = _cv_request.get(None)
@@ -491,28 +503,53 @@ def _request_session(api: str = "v3") -> _RequestSession:
     owner = None if request_ctx is None else request_ctx.request
     slot = _SLOTS[api]
     ctx_g = app_ctx.g
-    held: _RequestSession | None = vars(ctx_g).get(slot)
+    held: _RequestSession | SessionLoan | None = vars(ctx_g).get(slot)
     # g outlives a request when the caller pushed an app context around several requests
     # (common in tests): a session is reused only within the request that made it.
     if held is not None and held.owner is owner:
         return held
     if held is not None:
-        held.session.close()
+        held.end()
     state: WatcherState | None = app_ctx.app.extensions.get(EXTENSION_KEY)
     if state is None:
         state = get_state(app_ctx.app)  # raises, saying so
     session: WatcherSession
-    if api == "system":
-        key, session = "", state.system_session()
-    elif api == "v2":
-        ctx_g._watcher_v2_wanted = owner
-        key = state.watcher_v2_key()
-        session = state.manager.v2_session(key)
+    if api == "v3":
+        values = vars(ctx_g)
+        user = values.get("_login_user")
+        if (
+            user is not None
+            and state.extension._user_key_loader is None
+            and state.settings.service_username is None
+            and hasattr(app_ctx.app, "login_manager")
+        ):
+            # What _serving_key answers, without its layers: the user Flask-Login loaded
+            # for this request (with login_required, say), and no service account.
+            user_id = user.get_id() if user.is_authenticated else None
+            if user_id is None or user_id == "":
+                raise NotConnected("", _NOBODY)
+            key = portal_key(str(user_id))
+        else:
+            key = state._serving_key("v3", app_ctx)
+        manager = state._manager
+        if manager is None or state._manager_fork != _FORKS[0]:
+            manager = state.manager
+        # This request's record of Watcher's last answer (what _last_answer makes).
+        last = values.get("_watcher_last_answer")
+        if last is None or last[0] is not owner:
+            last = values["_watcher_last_answer"] = (owner, LastAnswer())
+        held = manager.lend(key, last[1], owner=owner)
+        held.touched = False  # until used through more than its calls (_SessionProxy)
     else:
-        key = state._serving_key("v3")
-        session = state.manager.session(key)
-    session.hooks["response"].append(_last_answer(owner, ctx_g))
-    held = vars(ctx_g)[slot] = _RequestSession(owner, key, session)
+        if api == "system":
+            key, session = "", state.system_session()
+        else:
+            ctx_g._watcher_v2_wanted = owner
+            key = state.watcher_v2_key()
+            session = state.manager.v2_session(key)
+        session.hooks["response"].append(_last_answer(owner, ctx_g))
+        held = _RequestSession(owner, key, session)
+    vars(ctx_g)[slot] = held
     return held
 
 
@@ -539,8 +576,32 @@ def _answer_after_watcher(exc: Exception) -> BaseResponse | None:
     return None if answer is None else answer_response(exc, answer)
 
 
+_CALLS = SessionLoan.CALLS
+
+
+class _SessionProxy(LocalProxy):  # type: ignore[type-arg]
+    """A ``LocalProxy`` for a request's session whose attribute reads go straight to it (in
+    one call, where ``LocalProxy``'s generic lookup makes several)."""
+
+    __slots__ = ("_watcher_api",)
+
+    def __init__(self, get: Callable[[], WatcherSession], api: str) -> None:
+        super().__init__(get)
+        object.__setattr__(self, "_watcher_api", api)
+
+    def __getattr__(self, name: str) -> Any:
+        held = _request_session(self._watcher_api)
+        if name not in _CALLS:
+            held.touched = True
+        return getattr(held.session, name)
+
+
 def _current_session() -> WatcherSession:
-    return _request_session().session
+    # The session itself leaves through here (LocalProxy's _get_current_object, and every
+    # operation but an attribute read): whatever is done with it, it counts as touched.
+    held = _request_session()
+    held.touched = True
+    return held.session
 
 
 def _current_v2_session() -> WatcherV2Session:
@@ -552,23 +613,27 @@ def _current_system_session() -> WatcherV2Session:
 
 
 #: The signed-in user's Watcher session (a ``requests.Session`` whose relative paths resolve
-#: against the Watcher API): ``current_watcher.get("streams").json()``. Made on first use in
-#: each request and kept on ``g``. Raises :class:`~watcher_auth.NotConnected` for anonymous
-#: visitors; the extension's error handler turns that into a redirect to the connect page.
+#: against the Watcher API): ``current_watcher.get("streams").json()``. Lent by the manager
+#: on first use in each request (:meth:`~watcher_auth.TokenManager.lend`), kept on ``g`` and
+#: given back at teardown: what a view changes on it stays in that request. Raises
+#: :class:`~watcher_auth.NotConnected` for anonymous visitors; the extension's error
+#: handler turns that into a redirect to the connect page.
 #: Outside a request it raises a ``RuntimeError`` saying so.
-current_watcher: WatcherSession = cast(WatcherSession, LocalProxy(_current_session))
+current_watcher: WatcherSession = cast(WatcherSession, _SessionProxy(_current_session, "v3"))
 
 #: The signed-in user's API v2 session (``/vsaas/api/v2``) with their stored API v2 session
 #: or user key: ``current_watcher_v2.get("cameras").json()``. Made on first use in each
 #: request; without a connected API v2 account it raises :class:`~watcher_auth.NotConnected`,
 #: which the extension turns into a redirect to the API v2 connect page.
-current_watcher_v2: WatcherV2Session = cast(WatcherV2Session, LocalProxy(_current_v2_session))
+current_watcher_v2: WatcherV2Session = cast(
+    WatcherV2Session, _SessionProxy(_current_v2_session, "v2")
+)
 
 #: An API v2 session with Watcher's system key (``WATCHER_SYSTEM_API_KEY``): super-admin
 #: rights whoever is signed in, so use it only in views restricted to staff or in jobs.
 #: Without a key configured it raises :class:`~watcher_auth.ConfigurationError`.
 current_watcher_system: WatcherV2Session = cast(
-    WatcherV2Session, LocalProxy(_current_system_session)
+    WatcherV2Session, _SessionProxy(_current_system_session, "system")
 )
 
 
@@ -697,7 +762,9 @@ def watcher_required(view: F) -> F:
 
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        get_state().manager.current_tokens(_request_session().key)
+        held = _request_session()
+        manager = held.manager if type(held) is SessionLoan else get_state().manager
+        manager.current_tokens(held.key)
         return _run_view(view, *args, **kwargs)
 
     return cast(F, wrapper)
@@ -705,7 +772,7 @@ def watcher_required(view: F) -> F:
 
 def _run_view(view: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     try:
-        return current_app.ensure_sync(view)(*args, **kwargs)
+        return _cv_app.get().app.ensure_sync(view)(*args, **kwargs)
     except (LookupError, TypeError, ValueError) as exc:
         answer = _answer_after_watcher(exc)
         if answer is None:
@@ -811,14 +878,17 @@ def answer_response(exc: BaseException, answer: ErrorAnswer) -> BaseResponse:
 
 
 def _close_request_session(exc: BaseException | None) -> None:
-    ctx_g = _app_g()
+    app_ctx = _cv_app.get(None)
+    if app_ctx is None:
+        return
+    ctx_g = app_ctx.g
     ctx_g.pop(_ASYNC_SLOT, None)  # closed on their own event loop, when the async view returned
     ctx_g.pop("_watcher_v2_wanted", None)
     ctx_g.pop("_watcher_last_answer", None)
     for slot in _SLOTS.values():
-        held: _RequestSession | None = ctx_g.pop(slot, None)
+        held: _RequestSession | SessionLoan | None = ctx_g.pop(slot, None)
         if held is not None:
-            held.session.close()
+            held.end()
 
 
 @functools.cache
@@ -830,8 +900,7 @@ def _flask_login() -> Any:
         return None
 
 
-def _flask_login_user_key() -> str | None:
-    app_ctx = _cv_app.get(None)
+def _flask_login_user_key(app_ctx: AppContext | None) -> str | None:
     if app_ctx is None or not hasattr(app_ctx.app, "login_manager"):
         return None
     flask_login = _flask_login()

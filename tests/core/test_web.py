@@ -229,3 +229,28 @@ def test_a_cleared_log_writes_the_next_failure_again(caplog: pytest.LogCaptureFi
     assert [log.log(exc, answer), log.log(exc, answer)] == [True, False]
     log.clear()
     assert log.log(exc, answer) is True
+
+
+def test_last_answer_tells_the_status_and_whether_the_body_was_json() -> None:
+    from requests import Response
+
+    from watcher_auth.web import LastAnswer
+
+    last = LastAnswer()
+    assert (last.status, last.was_json) == (None, True)  # nothing answered yet
+    page = Response()
+    page.status_code = 502
+    page.headers["Content-Type"] = "text/HTML; charset=utf-8"
+    last(page)
+    assert (last.status, last.was_json) == (502, False)
+    data = Response()
+    data.status_code = 200
+    data.headers["content-type"] = "application/problem+JSON"
+    last(data)
+    assert (last.status, last.was_json) == (200, True)
+    untyped = Response()
+    untyped.status_code = 200
+    last(untyped)
+    assert last.was_json is False  # no Content-Type: not JSON
+    last.was_json = True  # what an httpx hook sets directly
+    assert last.was_json is True

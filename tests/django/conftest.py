@@ -150,3 +150,21 @@ def csrf_post(
 def post_form() -> Callable[..., Any]:
     """``post_form(client, url, data, page=None, **extra)``: a POST with a valid CSRF token."""
     return csrf_post
+
+
+@pytest.fixture
+def alice(make_user: Callable[..., Any]) -> Any:
+    """The portal user ``portal-alice``."""
+    return make_user("portal-alice")
+
+
+@pytest.fixture
+def connected(
+    portal: Any, alice: Any, client_for: Callable[[Any], Client], post_form: Callable[..., Any]
+) -> Client:
+    """A client for a portal user who has connected the Watcher account alice."""
+    client = client_for(alice)
+    response = post_form(client, "/watcher/connect/", {"username": "alice", "password": "secret"})
+    assert response.status_code == 302
+    portal.emulator.reset_stats()
+    return client

@@ -34,11 +34,6 @@ async def connected_client(user: Any, username: str = "alice", password: str = "
 
 
 @pytest.fixture
-def alice(make_user: Any) -> Any:
-    return make_user("portal-alice")
-
-
-@pytest.fixture
 def bob(make_user: Any) -> Any:
     return make_user("portal-bob")
 

@@ -21,21 +21,6 @@ CONNECT = "/watcher/connect/"
 JSON = {"HTTP_ACCEPT": "application/json"}
 
 
-@pytest.fixture
-def alice(make_user: Any) -> Any:
-    return make_user("portal-alice")
-
-
-@pytest.fixture
-def connected(portal: Any, alice: Any, client_for: Any, post_form: Any) -> Client:
-    """A client for a portal user who has connected the Watcher account alice."""
-    client = client_for(alice)
-    response = post_form(client, CONNECT, {"username": "alice", "password": "secret"})
-    assert response.status_code == 302
-    portal.emulator.reset_stats()
-    return client
-
-
 def stream_names(response: Any) -> list[str]:
     return response.content.decode().split("\n")
 

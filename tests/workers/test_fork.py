@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from watcher_auth import TokenManager
+from watcher_auth import MemoryStore, TokenManager
 from watcher_auth.stores.redis import RedisStore
 from watcher_auth.testing import FakeClock, WatcherEmulator
 from watcher_auth.testing.storm import RedisServer
@@ -93,6 +93,57 @@ def test_children_of_a_warm_core_manager_get_only_their_own_users_answers(
 
     reports = fork_children({name: caller(name) for name in USERNAMES}, lambda: None)
     check(reports, emulator)
+
+
+def test_children_of_a_manager_that_kept_lent_sessions_lend_their_own(
+    accounts_emulator: Callable[..., WatcherEmulator],
+) -> None:
+    emulator = accounts_emulator()
+    manager = TokenManager(emulator.url, store=MemoryStore())
+    for name in USERNAMES:
+        manager.login(f"key-{name}", username=name, password=ACCOUNTS[name])
+        with manager.lend(f"key-{name}") as session:  # kept, its connection left open
+            assert session.get("profile").json()["name"] == name
+    assert len(manager._idle) == len(USERNAMES)
+
+    def caller(name: str) -> Callable[[], str]:
+        def whoami() -> str:
+            with manager.lend(f"key-{name}") as session:
+                if session._shared_adapter is not manager.adapter:
+                    return "a session of the parent's"
+                return str(session.get("profile").json()["name"])
+
+        return whoami
+
+    reports = fork_children({name: caller(name) for name in USERNAMES}, lambda: None)
+    check(reports, emulator)
+
+
+def _end_in_child(loan: Any, manager: TokenManager, result: Any) -> None:
+    loan.end()
+    result.put(sorted(manager._idle))
+
+
+@pytest.mark.parametrize("touched", [True, False])
+def test_a_loan_made_before_fork_and_ended_in_the_child_is_not_kept_there(
+    accounts_emulator: Callable[..., WatcherEmulator], touched: bool
+) -> None:
+    emulator = accounts_emulator()
+    manager = TokenManager(emulator.url, store=MemoryStore())
+    name = USERNAMES[0]
+    manager.login(f"key-{name}", username=name, password=ACCOUNTS[name])
+    loan = manager.lend(f"key-{name}")
+    loan.touched = touched
+    assert loan.session.get("profile").json()["name"] == name
+    ctx = multiprocessing.get_context("fork")
+    result = ctx.Queue()
+    child = ctx.Process(target=_end_in_child, args=(loan, manager, result), daemon=True)
+    child.start()
+    assert result.get(timeout=60) == []  # its connections are the parent's
+    child.join(30)
+    assert child.exitcode == 0
+    loan.end()
+    assert list(manager._idle) == [f"key-{name}"]  # in the parent it is kept
 
 
 @pytest.mark.redis

@@ -1,0 +1,149 @@
+"""``current_watcher`` is a session the manager lends to one request at a time: the next
+request of the same user gets it again only when nothing but its calls was used or nothing
+was changed, another user never gets it, and two requests at once never share it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from flask_watcher_auth import current_watcher, get_state
+from tests.conftest import RecordingServer, fresh_pair
+from watcher_auth.testing import FakeClock
+from watcher_auth.web import portal_key
+
+from .conftest import build_portal
+
+
+@pytest.fixture
+def watcher(module_recording_server: RecordingServer) -> RecordingServer:
+    """Watcher, for this module: a recording server that shows the headers each request sent."""
+    module_recording_server.seen.clear()
+    return module_recording_server
+
+
+@pytest.fixture
+def app(watcher: RecordingServer, fake_clock: FakeClock) -> Iterator[Flask]:
+    app = build_portal(watcher.url, fake_clock)
+    seen: dict[str, Any] = {}
+    app.config["SEEN"] = seen
+
+    @app.get("/lent/streams")
+    def streams() -> str:
+        seen["session"] = id(current_watcher._get_current_object())
+        return str(current_watcher.get("streams").status_code)
+
+    @app.get("/lent/only-calls")
+    def only_calls() -> str:
+        return str(current_watcher.get("streams").status_code)
+
+    @app.get("/lent/tenant")
+    def tenant() -> str:
+        current_watcher.headers["X-Tenant"] = "tenant-7"
+        return str(current_watcher.get("streams").status_code)
+
+    @app.get("/lent/no-verify")
+    def no_verify() -> str:
+        current_watcher.verify = False
+        return "ok"
+
+    @app.get("/lent/verify")
+    def verify() -> str:
+        return repr(current_watcher.verify)
+
+    @app.get("/lent/slow")
+    def slow() -> str:
+        seen.setdefault("slow", []).append(id(current_watcher._get_current_object()))
+        time.sleep(0.2)
+        return str(current_watcher.get("streams").status_code)
+
+    state = get_state(app)
+    for user_id in ("1", "2"):
+        state.store.save(state.manager.store_key(portal_key(user_id)), fresh_pair(fake_clock()))
+    yield app
+    state.store.close()
+
+
+def signed_in(app: Flask, user_id: str) -> FlaskClient:
+    client = app.test_client()
+    assert client.post(f"/sign-in/{user_id}").status_code == 200
+    return client
+
+
+def test_the_next_request_of_the_user_gets_the_session_again(app: Flask) -> None:
+    client = signed_in(app, "1")
+    assert client.get("/lent/streams").text == "200"
+    first = app.config["SEEN"]["session"]
+    assert client.get("/lent/only-calls").text == "200"
+    assert client.get("/lent/streams").text == "200"
+    assert app.config["SEEN"]["session"] == first
+    assert list(get_state(app).manager._idle) == ["1"]
+
+
+def test_another_user_never_gets_it(app: Flask, watcher: RecordingServer) -> None:
+    first, second = signed_in(app, "1"), signed_in(app, "2")
+    first.get("/lent/streams")
+    mine = app.config["SEEN"]["session"]
+    second.get("/lent/streams")
+    assert app.config["SEEN"]["session"] != mine
+    tokens = [seen["Authorization"] for seen in watcher.seen]
+    manager = get_state(app).manager
+    assert tokens == ["Bearer " + manager.current_tokens(key).access_token for key in ("1", "2")]
+
+
+def test_a_header_a_view_set_is_not_sent_by_the_next_request(
+    app: Flask, watcher: RecordingServer
+) -> None:
+    client = signed_in(app, "1")
+    assert client.get("/lent/tenant").text == "200"
+    assert client.get("/lent/only-calls").text == "200"
+    assert watcher.seen[0]["X-Tenant"] == "tenant-7"
+    assert "X-Tenant" not in watcher.seen[1]
+
+
+def test_an_attribute_a_view_set_does_not_reach_the_next_request(app: Flask) -> None:
+    client = signed_in(app, "1")
+    before = client.get("/lent/verify").text
+    assert before != "False"
+    assert client.get("/lent/no-verify").text == "ok"
+    assert client.get("/lent/verify").text == before
+
+
+def test_two_requests_at_once_never_share_a_session(app: Flask) -> None:
+    clients = [signed_in(app, "1") for _ in range(4)]
+    barrier = threading.Barrier(4)
+    answers: list[str] = []
+
+    def visit(client: FlaskClient) -> None:
+        barrier.wait(10)
+        answers.append(client.get("/lent/slow").text)
+
+    threads = [threading.Thread(target=visit, args=(client,)) for client in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert answers == ["200"] * 4
+    assert len(set(app.config["SEEN"]["slow"])) == 4
+    assert list(get_state(app).manager._idle) == ["1"]  # one kept, the others closed
+
+
+def test_a_view_that_failed_still_gives_its_session_back(app: Flask) -> None:
+    @app.get("/lent/fails")
+    def fails() -> str:
+        app.config["SEEN"]["session"] = id(current_watcher._get_current_object())
+        current_watcher.get("streams")
+        raise LookupError("a view's own bug")
+
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    client = signed_in(app, "1")
+    assert client.get("/lent/fails").status_code == 500
+    failed = app.config["SEEN"]["session"]
+    client.get("/lent/streams")
+    assert app.config["SEEN"]["session"] == failed
