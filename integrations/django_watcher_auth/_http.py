@@ -36,6 +36,7 @@ from watcher_auth import (
     NotConnected,
     SessionLoan,
     WatcherAuthError,
+    WatcherSession,
 )
 from watcher_auth.v2 import WatcherV2Session
 from watcher_auth.web import ErrorAnswer, FailureLog, LastAnswer, error_answer
@@ -160,9 +161,21 @@ async def signed_in_user(request: HttpRequest) -> Any:
 def _build(request: HttpRequest) -> SessionLoan:
     # Lent by the manager until the response (the middleware ends the loan), untouched
     # until used through more than its calls (see _OnFirstUse).
-    loan = get_manager().lend(watcher_key(request), _last_answer(request), owner=request)
+    values = vars(request)
+    key = values.get(_KEY_ATTR)  # what watcher_key() found, by a decorator say
+    if key is None:
+        key = _serving_key(request, "v3")
+    last = values.get(_LAST_ANSWER_ATTR)
+    if last is None:
+        last = values[_LAST_ANSWER_ATTR] = LastAnswer()
+    loan = get_manager().lend(key, last, owner=request)
     loan.touched = False
     return loan
+
+
+def _build_own(key: str) -> WatcherSession:
+    """A session of its own for ``key`` (for ``request.watcher`` used after the response)."""
+    return get_manager().session(key)
 
 
 def _build_v2(request: HttpRequest) -> WatcherV2Session:
@@ -256,26 +269,25 @@ class _OnFirstUse:
         session = self._session
         return "<request's Watcher session, not made yet>" if session is None else repr(session)
 
-    def _end_loan(self) -> None:
-        """End the session's loan; a later use gets a session of its own."""
-        loan = self._loan
-        if loan is None:
-            return
-        key = loan.key
-        object.__setattr__(self, "_loan", None)
-        object.__setattr__(self, "_session", None)
-        object.__setattr__(self, "_build", lambda _request: get_manager().session(key))
-        loan.end()
-
 
 def end_watcher_loan(request: HttpRequest, response: HttpResponse) -> None:
-    """Give ``request.watcher``'s session back to the manager after ``response``.
+    """Give ``request.watcher``'s session back to the manager after ``response``; a later
+    use of ``request.watcher`` gets a session of its own.
 
     A streaming response's body may still use it, so its loan is left to end with it.
     """
     proxy = vars(request).get("watcher")
-    if type(proxy) is _OnFirstUse and proxy._loan is not None and not response.streaming:
-        proxy._end_loan()
+    if type(proxy) is not _OnFirstUse:
+        return
+    loan = proxy._loan
+    if loan is None or response.streaming:
+        return
+    set_slot = object.__setattr__
+    set_slot(proxy, "_loan", None)
+    set_slot(proxy, "_session", None)
+    set_slot(proxy, "_build", _build_own)
+    set_slot(proxy, "_request", loan.key)  # what _build_own is given
+    loan.end()
 
 
 def attach_watcher(request: HttpRequest) -> None:
