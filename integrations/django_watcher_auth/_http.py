@@ -16,6 +16,7 @@ from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
+from django.utils.functional import SimpleLazyObject, empty
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 
@@ -104,6 +105,12 @@ def _serving_key(request: HttpRequest, api: str) -> str:
     if cached is not None:
         return str(cached)
     user = getattr(request, "user", None)
+    if type(user) is SimpleLazyObject:
+        # AuthenticationMiddleware's lazy user: once loaded, read the user itself rather
+        # than through the proxy's Python-level attribute lookups.
+        loaded = object.__getattribute__(user, "_wrapped")
+        if loaded is not empty:
+            user = loaded
     if user is None or not user.is_authenticated:
         raise NotConnected("", "nobody is signed in to the portal, so no Watcher account applies")
     key = user_key(user)
