@@ -542,7 +542,7 @@ class SessionLoan:
     its session and ends on leaving.
     """
 
-    __slots__ = ("_made", "_manager", "ended", "hook", "key", "owner", "session", "touched")
+    __slots__ = ("_made", "ended", "hook", "key", "manager", "owner", "session", "touched")
 
     #: What a web layer's proxy may hand out of a lent session without marking it touched:
     #: its calls, which leave the session as it was.
@@ -559,7 +559,8 @@ class SessionLoan:
         hook: Any = None,
         owner: object = None,
     ) -> None:
-        self._manager = manager
+        #: The ``TokenManager`` that lent the session.
+        self.manager = manager
         self._made = made
         self.key = key
         self.session = session
@@ -573,18 +574,13 @@ class SessionLoan:
         self.touched = True
         self.ended = False
 
-    @property
-    def manager(self) -> Any:
-        """The ``TokenManager`` that lent the session."""
-        return self._manager
-
     def end(self) -> None:
         """Give the session back (once): kept for the key's next request if the request left
         it unchanged (and no other is kept for the key), else closed."""
         if self.ended:
             return
         self.ended = True
-        session, made, manager = self.session, self._made, self._manager
+        session, made, manager = self.session, self._made, self.manager
         adapters = session.adapters
         # Only called (CALLS): requests changes no session state on a call, and this session
         # refuses cookies; a call to another origin adds that origin's adapter.

@@ -172,10 +172,7 @@ def _build(request: HttpRequest) -> SessionLoan:
     key = values.get(_KEY_ATTR)  # what watcher_key() found, by a decorator say
     if key is None:
         key = _serving_key(request, "v3")
-    last = values.get(_LAST_ANSWER_ATTR)
-    if last is None:
-        last = values[_LAST_ANSWER_ATTR] = LastAnswer()
-    loan = get_manager().lend(key, last, owner=request)
+    loan = get_manager().lend(key, _last_answer(request), owner=request)
     loan.touched = False
     return loan
 

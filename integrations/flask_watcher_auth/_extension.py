@@ -224,7 +224,6 @@ class WatcherAuth:
 # How many times this process's line has forked: a forked worker's state makes its own
 # managers (compared on every request, where os.getpid() would be a system call).
 _FORKS = [0]
-_NOBODY = "nobody is signed in to the portal, so no Watcher account"
 
 
 def _forked() -> None:
@@ -374,7 +373,7 @@ class WatcherState:
     def _serving_key(self, api: str, app_ctx: AppContext | None = None) -> str:
         key = self._user_key(app_ctx if app_ctx is not None else _cv_app.get(None))
         if key is None:
-            raise NotConnected("", _NOBODY)
+            raise NotConnected("", "nobody is signed in to the portal, so no Watcher account")
         if self.settings.has_service_account:
             manager = self.manager
             own = manager.v2_is_connected(key) if api == "v2" else manager.is_connected(key)
@@ -515,30 +514,10 @@ def _request_session(api: str = "v3") -> _RequestSession | SessionLoan:
         state = get_state(app_ctx.app)  # raises, saying so
     session: WatcherSession
     if api == "v3":
-        values = vars(ctx_g)
-        user = values.get("_login_user")
-        if (
-            user is not None
-            and state.extension._user_key_loader is None
-            and state.settings.service_username is None
-            and hasattr(app_ctx.app, "login_manager")
-        ):
-            # What _serving_key answers, without its layers: the user Flask-Login loaded
-            # for this request (with login_required, say), and no service account.
-            user_id = user.get_id() if user.is_authenticated else None
-            if user_id is None or user_id == "":
-                raise NotConnected("", _NOBODY)
-            key = portal_key(str(user_id))
-        else:
-            key = state._serving_key("v3", app_ctx)
-        manager = state._manager
-        if manager is None or state._manager_fork != _FORKS[0]:
-            manager = state.manager
-        # This request's record of Watcher's last answer (what _last_answer makes).
-        last = values.get("_watcher_last_answer")
-        if last is None or last[0] is not owner:
-            last = values["_watcher_last_answer"] = (owner, LastAnswer())
-        held = manager.lend(key, last[1], owner=owner)
+        key = state._serving_key("v3", app_ctx)
+        manager = state.manager
+        last = _last_answer(owner, ctx_g)
+        held = manager.lend(key, last, owner=owner)
         held.touched = False  # until used through more than its calls (_SessionProxy)
     else:
         if api == "system":
