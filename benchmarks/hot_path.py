@@ -184,6 +184,9 @@ def suspects() -> None:
     print("\n## the pieces alone")
     print("per request, web layers:")
     alone("manager.lend(key) and loan.end(): a kept session", lambda: memory.lend("k").end())
+    alone(
+        "manager.shared_session(key): the key's shared session", lambda: memory.shared_session("k")
+    )
     alone("manager.session(key): a WatcherSession", lambda: memory.session("k"))
     alone("  for comparison: requests.Session() (it builds two HTTPAdapters)", requests.Session)
     alone("  HTTPAdapter() (each makes a PoolManager and a Retry)", requests.adapters.HTTPAdapter)

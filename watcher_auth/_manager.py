@@ -7,7 +7,6 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -23,6 +22,7 @@ from watcher_auth._session import (
     WatcherBearerAuth,
     WatcherSession,
     _Made,
+    _report_answer,
     block_cookies,
 )
 from watcher_auth._tokens import Secret, TokenPair
@@ -142,8 +142,13 @@ class TokenManager(ManagerBase):
         self._v2_scheme = V2Scheme(self.v2)
         self._auths: LRU[str, WatcherBearerAuth] = LRU(_AUTHS_KEPT)
         self._auths_lock = threading.Lock()
-        # The sessions web requests gave back unchanged, one per key, oldest first (lend()).
-        self._idle: OrderedDict[str, tuple[WatcherSession, _Made]] = OrderedDict()
+        # The sessions web requests gave back unchanged, one per key, oldest first (lend()
+        # pops a key's session and _keep puts it back last: a dict keeps that order).
+        self._idle: dict[str, tuple[WatcherSession, _Made]] = {}
+        # The sessions every thread shares for their calls, one per key (shared_session()),
+        # and the pool they call other origins on.
+        self._shared: dict[str, WatcherSession] = {}
+        self._foreign: requests.adapters.HTTPAdapter | None = None
 
     @property
     def adapter(self) -> requests.adapters.HTTPAdapter:
@@ -153,7 +158,9 @@ class TokenManager(ManagerBase):
     def _after_fork(self) -> None:
         super()._after_fork()
         self.steps.after_fork()
-        self._idle = OrderedDict()  # their connections are the parent's
+        self._idle = {}  # their connections are the parent's
+        self._shared = {}
+        self._foreign = None
         self._auths_lock = threading.Lock()
 
     def _watch(self) -> None:
@@ -279,6 +286,38 @@ class TokenManager(ManagerBase):
         session.verify = self._verify
         return session
 
+    def shared_session(self, key: str) -> WatcherSession:
+        """The key's session shared by every thread of this process, for its calls only.
+
+        Use nothing of it but its calls (``get``, ``post``... ``request``, ``json``,
+        ``paginate``; :attr:`SessionLoan.CALLS`): every caller gets the same object, so a
+        header set or an attribute changed on it would reach every request of the key. For
+        a session of one's own, :meth:`session` or :meth:`lend`. Calls to another origin
+        go out without credentials, on a pool the shared sessions of this manager keep for
+        other origins. Watcher's answers go to the hook the calling context set with
+        :func:`watcher_auth.web.report_answers`. One is kept per recently used key.
+        """
+        session = self._shared.get(key) if type(key) is str else None
+        return session if session is not None else self._share(key)
+
+    def _share(self, key: str) -> WatcherSession:
+        session = self.session(key)
+        with self._auths_lock:
+            foreign = self._foreign
+            if foreign is None:
+                foreign = self._foreign = requests.adapters.HTTPAdapter()
+        session._foreign_adapter = foreign
+        session.hooks["response"].append(_report_answer)
+        if type(key) is not str:  # kept by no one: the call will refuse it
+            return session
+        shared = self._shared
+        kept = shared.setdefault(key, session)
+        if kept is session and len(shared) > _AUTHS_KEPT:
+            # the oldest; (StopIteration, RuntimeError): changed by other threads meanwhile
+            with contextlib.suppress(KeyError, StopIteration, RuntimeError):
+                shared.pop(next(iter(shared)))
+        return kept
+
     def lend(
         self, key: str, hook: Callable[..., Any] | None = None, *, owner: object = None
     ) -> SessionLoan:
@@ -314,8 +353,9 @@ class TokenManager(ManagerBase):
         if idle.setdefault(key, kept) is not kept:
             session.close()
         elif len(idle) > _AUTHS_KEPT:
-            with contextlib.suppress(KeyError):  # emptied by other threads meanwhile
-                idle.popitem(last=False)
+            # the oldest; (StopIteration, RuntimeError): changed by other threads meanwhile
+            with contextlib.suppress(KeyError, StopIteration, RuntimeError):
+                idle.pop(next(iter(idle)))
 
     def httpx_auth(self, key: str) -> httpx.Auth:
         """``httpx`` auth for ``key`` in sync code (``httpx.get(url, auth=...)``)."""
@@ -356,6 +396,11 @@ class TokenManager(ManagerBase):
     def close(self) -> None:
         """Close pooled connections and the store's change channel (the manager stays usable)."""
         self._idle.clear()
+        self._shared.clear()
+        with self._auths_lock:
+            foreign, self._foreign = self._foreign, None
+        if foreign is not None:
+            foreign.close()
         self.steps.http.close()
         self.adapter.close()
         if self._cache is not None and self._cache.watch is not None:

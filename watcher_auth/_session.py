@@ -10,7 +10,8 @@ import operator
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any, ClassVar, cast
 
 import requests
@@ -39,6 +40,7 @@ __all__ = [
     "WatcherSession",
     "block_cookies",
     "origin_of",
+    "report_answers",
 ]
 
 logger = logging.getLogger("watcher_auth")
@@ -58,6 +60,28 @@ _NO_COOKIES = NoCookies()
 def block_cookies(session: requests.Session) -> None:
     """Make ``session`` ignore cookies from responses."""
     session.cookies.set_policy(_NO_COOKIES)
+
+
+#: The response hook of the web request this context (thread, or asyncio task) serves: the
+#: manager's shared sessions report Watcher's answers to it (report_answers()).
+_ANSWERS: ContextVar[Callable[[requests.Response], object] | None] = ContextVar(
+    "watcher_auth_answers", default=None
+)
+
+
+def report_answers(hook: Callable[[requests.Response], object] | None) -> None:
+    """Hand Watcher's answers to the calls this context (thread, or asyncio task) makes
+    through shared sessions (``TokenManager.shared_session``) to ``hook``, until set again
+    (``None`` stops it). A web layer sets its request's
+    :class:`~watcher_auth.web.LastAnswer` here when the request starts using Watcher."""
+    _ANSWERS.set(hook)
+
+
+def _report_answer(response: requests.Response, *args: object, **kwargs: object) -> None:
+    """A shared session's response hook: the answer goes to the context's hook, if any."""
+    hook = _ANSWERS.get()
+    if hook is not None:
+        hook(response)
 
 
 class _SessionJar(RequestsCookieJar):
@@ -329,6 +353,9 @@ class WatcherSession(requests.Session):
         self.max_response_bytes = max_response_bytes
         self._origin, prefixes = _origin_and_prefixes(self.base_url)
         self._shared_adapter = adapter
+        # Where a session shared between threads sends calls to other origins, so that no
+        # call mounts an adapter on it (TokenManager.shared_session).
+        self._foreign_adapter: BaseAdapter | None = None
         # What two ``mount`` calls leave: the origin with its port, and without it. Other
         # origins (all of them, with no shared adapter) get requests' defaults on first use.
         self.adapters = OrderedDict()
@@ -405,6 +432,9 @@ class WatcherSession(requests.Session):
         for prefix, adapter in self.adapters.items():
             if lowered.startswith(prefix.lower()):
                 return adapter
+        foreign = self._foreign_adapter
+        if foreign is not None and lowered.startswith(("http://", "https://")):
+            return foreign
         if "http://" not in self.adapters:
             self.mount("https://", HTTPAdapter())
             self.mount("http://", HTTPAdapter())

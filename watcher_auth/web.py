@@ -8,7 +8,8 @@ other frameworks can too. The policy is plain data in, data out.
 
 Also shared by the web layers: :func:`portal_key` and :func:`service_key` (portal users and
 service accounts in disjoint key namespaces), :func:`forget` (disconnect, even a record no
-current key can read) and :func:`unreadable_keys` (what a key rotation left unreadable).
+current key can read), :func:`unreadable_keys` (what a key rotation left unreadable),
+:class:`LastAnswer` and :func:`report_answers` (Watcher's last answer to a request).
 
 ============================================  ======  =====================================  =====
 Failure                                       Status  ``error`` code                         Retry
@@ -62,6 +63,7 @@ from watcher_auth import (
     WatcherProtocolError,
     WatcherUnavailable,
 )
+from watcher_auth._session import report_answers
 
 if TYPE_CHECKING:
     from watcher_auth import TokenManager
@@ -81,6 +83,7 @@ __all__ = [
     "forget",
     "portal_id",
     "portal_key",
+    "report_answers",
     "service_key",
     "unreadable_keys",
 ]

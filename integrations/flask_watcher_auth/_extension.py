@@ -62,6 +62,7 @@ from watcher_auth.web import (
     LastAnswer,
     error_answer,
     portal_key,
+    report_answers,
     service_key,
 )
 
@@ -444,27 +445,52 @@ def get_state(app: Flask | None = None) -> WatcherState:
 
 
 class _RequestSession:
-    """A request's API v2 or system session, made for it and closed at teardown (API v3
-    sessions are lent by the manager: a :class:`~watcher_auth.SessionLoan` stands here)."""
+    """A request's API v2 or system session, made for it and closed at teardown."""
 
-    __slots__ = ("key", "owner", "session", "touched")
+    __slots__ = ("key", "session")
 
-    def __init__(self, owner: object, key: str, session: WatcherSession) -> None:
-        self.owner = owner
+    def __init__(self, key: str, session: WatcherSession) -> None:
         self.key = key
         self.session = session
-        self.touched = True
 
     def end(self) -> None:
         self.session.close()
 
 
-# Where each kind of per-request session is kept on g.
-_SLOTS = {
-    "v3": "_watcher_session",
-    "v2": "_watcher_v2_session",
-    "system": "_watcher_system_session",
-}
+class _WatcherRequest(LastAnswer):
+    """What the extension keeps on ``g`` for one request (``owner``): the key serving it,
+    the manager's shared session for that key while the request uses only its calls, the
+    session lent to it once it uses more, its API v2 and system sessions, its async clients,
+    and whether it asked for its API v2 session. It is also where its sessions report
+    Watcher's answers (:class:`~watcher_auth.web.LastAnswer`)."""
+
+    __slots__ = ("async_clients", "key", "owner", "shared", "system", "v2", "v2_wanted", "v3")
+
+    def __init__(self, owner: object) -> None:
+        super().__init__()
+        self.owner = owner
+        self.key: str | None = None
+        self.shared: WatcherSession | None = None
+        self.v3: SessionLoan | None = None
+        self.v2: _RequestSession | None = None
+        self.system: _RequestSession | None = None
+        self.v2_wanted = False
+        # Closed on their own event loop when the async view returned, not here.
+        self.async_clients: dict[str, AsyncWatcherClient] | None = None
+        report_answers(self)  # what the shared sessions answer this context's calls
+
+    def end(self) -> None:
+        """Give back the lent API v3 session and close the others."""
+        if self.v3 is not None:
+            self.v3.end()
+        if self.v2 is not None:
+            self.v2.end()
+        if self.system is not None:
+            self.system.end()
+
+
+# Where the request's record is kept on g.
+_RECORD = "_watcher_request"
 
 
 def _request_owner() -> object:
@@ -476,6 +502,19 @@ def _app_g() -> _AppCtxGlobals:
     return cast("_AppCtxGlobals", g._get_current_object())
 
 
+def _request_record(ctx_g: _AppCtxGlobals, owner: object) -> _WatcherRequest:
+    """The record of request ``owner`` on ``g`` (made on first use)."""
+    values = vars(ctx_g)
+    record: _WatcherRequest | None = values.get(_RECORD)
+    if record is None or record.owner is not owner:
+        # g outlives a request when the caller pushed an app context around several
+        # requests (common in tests): what an earlier request held is not this one's.
+        if record is not None:
+            record.end()
+        record = values[_RECORD] = _WatcherRequest(owner)
+    return record
+
+
 _PROXY_NAMES = {
     "v3": "current_watcher",
     "v2": "current_watcher_v2",
@@ -483,7 +522,8 @@ _PROXY_NAMES = {
 }
 
 
-def _request_session(api: str = "v3") -> _RequestSession | SessionLoan:
+def _current_record(api: str) -> tuple[AppContext, _WatcherRequest]:
+    """The app context and this request's record, for the proxy of ``api``."""
     # The contexts behind Flask's proxies, read once: each use of a proxy looks them up again.
     app_ctx = _cv_app.get(None)
     request_ctx = _cv_request.get(None)
@@ -500,45 +540,79 @@ def _request_session(api: str = "v3") -> _RequestSession | SessionLoan:
         )
     assert app_ctx is not None  # a request context comes with its app's context
     owner = None if request_ctx is None else request_ctx.request
-    slot = _SLOTS[api]
-    ctx_g = app_ctx.g
-    held: _RequestSession | SessionLoan | None = vars(ctx_g).get(slot)
-    # g outlives a request when the caller pushed an app context around several requests
-    # (common in tests): a session is reused only within the request that made it.
-    if held is not None and held.owner is owner:
-        return held
-    if held is not None:
-        held.end()
-    state: WatcherState | None = app_ctx.app.extensions.get(EXTENSION_KEY)
-    if state is None:
-        state = get_state(app_ctx.app)  # raises, saying so
-    session: WatcherSession
+    record: _WatcherRequest | None = vars(app_ctx.g).get(_RECORD)
+    if record is None or record.owner is not owner:
+        record = _request_record(app_ctx.g, owner)
+    return app_ctx, record
+
+
+def _record_key(app_ctx: AppContext, record: _WatcherRequest) -> str:
+    """The key serving the request's API v3 calls (looked up once per request)."""
+    key = record.key
+    if key is None:
+        key = record.key = _app_state(app_ctx)._serving_key("v3", app_ctx)
+    return key
+
+
+def _request_caller() -> WatcherSession:
+    """The session for the request's API v3 calls: the manager's shared session for the key
+    while the request used nothing else, its lent session after."""
+    app_ctx = _cv_app.get(None)
+    request_ctx = _cv_request.get(None)
+    if app_ctx is None or request_ctx is None:
+        _current_record("v3")  # raises, saying so
+    assert app_ctx is not None and request_ctx is not None
+    # What _current_record and _record_key do, in one step for every call a view makes.
+    owner = request_ctx.request
+    record: _WatcherRequest | None = vars(app_ctx.g).get(_RECORD)
+    if record is None or record.owner is not owner:
+        record = _request_record(app_ctx.g, owner)
+    loan = record.v3
+    if loan is not None:
+        return loan.session
+    shared = record.shared
+    if shared is None:
+        state = _app_state(app_ctx)
+        key = record.key
+        if key is None:
+            key = record.key = state._serving_key("v3", app_ctx)
+        shared = record.shared = state.manager.shared_session(key)
+    return shared
+
+
+def _request_session(api: str = "v3") -> _RequestSession | SessionLoan:
+    """The request's own session for ``api`` (for API v3, lent by the manager)."""
+    app_ctx, record = _current_record(api)
     if api == "v3":
-        key = state._serving_key("v3", app_ctx)
-        manager = state.manager
-        last = _last_answer(owner, ctx_g)
-        held = manager.lend(key, last, owner=owner)
-        held.touched = False  # until used through more than its calls (_SessionProxy)
-    else:
+        loan = record.v3
+        if loan is None:
+            key = _record_key(app_ctx, record)
+            loan = record.v3 = _app_state(app_ctx).manager.lend(key, record, owner=record.owner)
+        return loan
+    held = record.system if api == "system" else record.v2
+    if held is None:
+        state = _app_state(app_ctx)
+        session: WatcherSession
         if api == "system":
             key, session = "", state.system_session()
         else:
-            ctx_g._watcher_v2_wanted = owner
+            record.v2_wanted = True
             key = state.watcher_v2_key()
             session = state.manager.v2_session(key)
-        session.hooks["response"].append(_last_answer(owner, ctx_g))
-        held = _RequestSession(owner, key, session)
-    vars(ctx_g)[slot] = held
+        session.hooks["response"].append(record)
+        held = _RequestSession(key, session)
+        if api == "system":
+            record.system = held
+        else:
+            record.v2 = held
     return held
 
 
-def _last_answer(owner: object, ctx_g: _AppCtxGlobals) -> LastAnswer:
-    """This request's record of Watcher's last answer (shared by its sessions)."""
-    values = vars(ctx_g)
-    held: tuple[object, LastAnswer] | None = values.get("_watcher_last_answer")
-    if held is None or held[0] is not owner:
-        held = values["_watcher_last_answer"] = (owner, LastAnswer())
-    return held[1]
+def _app_state(app_ctx: AppContext) -> WatcherState:
+    state: WatcherState | None = app_ctx.app.extensions.get(EXTENSION_KEY)
+    if state is None:
+        state = get_state(app_ctx.app)  # raises, saying so
+    return state
 
 
 def _answer_after_watcher(exc: Exception) -> BaseResponse | None:
@@ -547,11 +621,10 @@ def _answer_after_watcher(exc: Exception) -> BaseResponse | None:
     A view that reads Watcher's 5xx error page (or a non-JSON answer) as data fails with
     such an error: it is answered as Watcher's failure. ``None`` for anything else.
     """
-    held: tuple[object, LastAnswer] | None = g.get("_watcher_last_answer")
-    if held is None or held[0] is not _request_owner():
+    record: _WatcherRequest | None = g.get(_RECORD)
+    if record is None or record.owner is not _request_owner():
         return None
-    last = held[1]
-    answer = error_answer(exc, last_status=last.status, last_was_json=last.was_json)
+    answer = error_answer(exc, last_status=record.status, last_was_json=record.was_json)
     return None if answer is None else answer_response(exc, answer)
 
 
@@ -560,7 +633,12 @@ _CALLS = SessionLoan.CALLS
 
 class _SessionProxy(LocalProxy):  # type: ignore[type-arg]
     """A ``LocalProxy`` for a request's session whose attribute reads go straight to it (in
-    one call, where ``LocalProxy``'s generic lookup makes several)."""
+    one call, where ``LocalProxy``'s generic lookup makes several).
+
+    For ``current_watcher`` a call (:attr:`~watcher_auth.SessionLoan.CALLS`) goes out on the
+    manager's shared session for the key until the request uses anything else of it; from
+    then on the request has a session of its own, lent by the manager.
+    """
 
     __slots__ = ("_watcher_api",)
 
@@ -569,18 +647,16 @@ class _SessionProxy(LocalProxy):  # type: ignore[type-arg]
         object.__setattr__(self, "_watcher_api", api)
 
     def __getattr__(self, name: str) -> Any:
-        held = _request_session(self._watcher_api)
-        if name not in _CALLS:
-            held.touched = True
-        return getattr(held.session, name)
+        api = self._watcher_api
+        if api == "v3" and name in _CALLS:
+            return getattr(_request_caller(), name)
+        return getattr(_request_session(api).session, name)
 
 
 def _current_session() -> WatcherSession:
     # The session itself leaves through here (LocalProxy's _get_current_object, and every
-    # operation but an attribute read): whatever is done with it, it counts as touched.
-    held = _request_session()
-    held.touched = True
-    return held.session
+    # operation but an attribute read): the request's own.
+    return _request_session().session
 
 
 def _current_v2_session() -> WatcherV2Session:
@@ -592,9 +668,11 @@ def _current_system_session() -> WatcherV2Session:
 
 
 #: The signed-in user's Watcher session (a ``requests.Session`` whose relative paths resolve
-#: against the Watcher API): ``current_watcher.get("streams").json()``. Lent by the manager
-#: on first use in each request (:meth:`~watcher_auth.TokenManager.lend`), kept on ``g`` and
-#: given back at teardown: what a view changes on it stays in that request. Raises
+#: against the Watcher API): ``current_watcher.get("streams").json()``. Its calls go out on
+#: the manager's shared session for the user's key
+#: (:meth:`~watcher_auth.TokenManager.shared_session`); on any other use the request gets a
+#: session of its own, lent by the manager (:meth:`~watcher_auth.TokenManager.lend`), kept on
+#: ``g`` and given back at teardown: what a view changes on it stays in that request. Raises
 #: :class:`~watcher_auth.NotConnected` for anonymous visitors; the extension's error
 #: handler turns that into a redirect to the connect page.
 #: Outside a request it raises a ``RuntimeError`` saying so.
@@ -616,10 +694,6 @@ current_watcher_system: WatcherV2Session = cast(
 )
 
 
-# Where this request's async clients are kept on g: (owner request, {api: client}).
-_ASYNC_SLOT = "_watcher_async_clients"
-
-
 def _request_async_client(api: str) -> AsyncWatcherClient:
     if api != "system" and not has_request_context():
         raise RuntimeError(
@@ -629,11 +703,11 @@ def _request_async_client(api: str) -> AsyncWatcherClient:
     if api == "system" and not has_app_context():
         raise RuntimeError("current_watcher_system_async was used outside an application context")
     owner = _request_owner()
-    held: tuple[object, dict[str, AsyncWatcherClient]] | None = g.get(_ASYNC_SLOT)
-    if held is None or held[0] is not owner:
-        held = (owner, {})
-        setattr(g, _ASYNC_SLOT, held)
-    client = held[1].get(api)
+    record = _request_record(_app_g(), owner)
+    clients = record.async_clients
+    if clients is None:
+        clients = record.async_clients = {}
+    client = clients.get(api)
     if client is not None and not client.is_closed:
         return client
     state = get_state()
@@ -648,30 +722,31 @@ def _request_async_client(api: str) -> AsyncWatcherClient:
             )
         client = manager.v2_system_session(system_key)
     elif api == "v2":
-        g._watcher_v2_wanted = owner
+        record.v2_wanted = True
         client = manager.v2_session(state.watcher_v2_key())
     else:
         client = manager.session(state.watcher_key())
     if owner is not None:
-        last = _last_answer(owner, _app_g())
+        last = record
 
         async def remember(response: httpx.Response) -> None:
             last.status = response.status_code
             last.was_json = "json" in response.headers.get("Content-Type", "").lower()
 
         client.event_hooks["response"].append(remember)
-    held[1][api] = client
+    clients[api] = client
     return client
 
 
 async def close_async_clients() -> None:
     """Close the async clients made so far on this event loop, and the manager's connection
     pool for it. The extension does this when each async view (or hook) returns."""
-    held: tuple[object, dict[str, AsyncWatcherClient]] | None = g.get(_ASYNC_SLOT)
-    if held is not None:
-        clients = list(held[1].values())
-        held[1].clear()
-        for client in clients:
+    record: _WatcherRequest | None = g.get(_RECORD)
+    clients = None if record is None else record.async_clients
+    if clients:
+        made = list(clients.values())
+        clients.clear()
+        for client in made:
             await client.aclose()
     state = get_state()
     if state._async_manager is not None:
@@ -741,9 +816,8 @@ def watcher_required(view: F) -> F:
 
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        held = _request_session()
-        manager = held.manager if type(held) is SessionLoan else get_state().manager
-        manager.current_tokens(held.key)
+        app_ctx, record = _current_record("v3")
+        _app_state(app_ctx).manager.current_tokens(_record_key(app_ctx, record))
         return _run_view(view, *args, **kwargs)
 
     return cast(F, wrapper)
@@ -796,11 +870,11 @@ def current_path() -> str:
 
 def _failed_api(state: WatcherState) -> str:
     """``"v2"`` when this request used its API v2 session and that key has no v2 account."""
-    owner = _request_owner()
-    if g.get("_watcher_v2_wanted") is not owner:
+    record: _WatcherRequest | None = g.get(_RECORD)
+    if record is None or record.owner is not _request_owner() or not record.v2_wanted:
         return "v3"
-    held: _RequestSession | None = g.get(_SLOTS["v2"])
-    if held is None or held.owner is not owner:
+    held = record.v2
+    if held is None:
         return "v2"  # nobody is signed in: after signing in, the API v2 page is wanted
     try:
         return "v3" if state.manager.v2_is_connected(held.key) else "v2"
@@ -860,14 +934,9 @@ def _close_request_session(exc: BaseException | None) -> None:
     app_ctx = _cv_app.get(None)
     if app_ctx is None:
         return
-    ctx_g = app_ctx.g
-    ctx_g.pop(_ASYNC_SLOT, None)  # closed on their own event loop, when the async view returned
-    ctx_g.pop("_watcher_v2_wanted", None)
-    ctx_g.pop("_watcher_last_answer", None)
-    for slot in _SLOTS.values():
-        held: _RequestSession | SessionLoan | None = ctx_g.pop(slot, None)
-        if held is not None:
-            held.end()
+    record: _WatcherRequest | None = vars(app_ctx.g).pop(_RECORD, None)
+    if record is not None:
+        record.end()
 
 
 @functools.cache

@@ -1,6 +1,12 @@
 """Sessions lent to one web request at a time (``TokenManager.lend``): kept for the key's
 next request only when the request left them as they were made, never shared between two
-holders, and dropped in a forked child, on ``close()`` and past the kept-keys bound."""
+holders, and dropped in a forked child, on ``close()`` and past the kept-keys bound.
+
+And the key's session shared by every thread for its calls (``shared_session``): one per
+key, used by threads at once without a change to it, calling other origins without
+credentials and without mounting anything on it, its answers reported to the calling
+context's hook only; dropped on ``close()``, past the bound and in a forked child
+(tests/workers/test_fork.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ from watcher_auth import (
     TokenManager,
     WatcherSession,
 )
-from watcher_auth.web import LastAnswer
+from watcher_auth.web import LastAnswer, report_answers
 
 KEY = "portal-user-3"
 
@@ -36,10 +42,11 @@ def recording_server(module_recording_server: RecordingServer) -> RecordingServe
 def manager(recording_server: RecordingServer) -> Iterator[TokenManager]:
     """A manager whose Watcher is the recording server, holding a fresh pair for two keys."""
     manager = TokenManager(recording_server.url, store=MemoryStore(), timeout=5.0)
-    for key in (KEY, "another-user"):
-        manager.store.save(manager.store_key(key), fresh_pair(time.time()))
+    for age, key in enumerate((KEY, "another-user")):  # a second apart: tokens of their own
+        manager.store.save(manager.store_key(key), fresh_pair(time.time() - age))
     yield manager
     manager.close()
+    report_answers(None)
 
 
 def lent_and_ended(manager: TokenManager, use: Callable[[WatcherSession], object]) -> bool:
@@ -352,3 +359,134 @@ def test_a_prepared_request_sent_directly_is_read_unless_streamed(manager: Token
     streamed = session.send(prepared, stream=True)
     assert not streamed._content_consumed  # type: ignore[attr-defined]
     streamed.close()
+
+
+# --- the key's shared session (shared_session) ----------------------------------------------
+
+
+def test_one_shared_session_per_key(manager: TokenManager) -> None:
+    mine = manager.shared_session(KEY)
+    assert manager.shared_session(KEY) is mine
+    theirs = manager.shared_session("another-user")
+    assert theirs is not mine
+    assert mine.auth is manager.auth(KEY) and theirs.auth is manager.auth("another-user")
+    assert mine.adapters == manager.session(KEY).adapters  # Watcher's origin on the shared pool
+
+
+def test_threads_calling_at_once_each_send_their_keys_token_and_change_nothing(
+    manager: TokenManager, recording_server: RecordingServer
+) -> None:
+    sessions = {key: manager.shared_session(key) for key in (KEY, "another-user")}
+    before = {key: (dict(vars(s)), dict(s.adapters)) for key, s in sessions.items()}
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(8)
+
+    def worker(key: str) -> None:
+        try:
+            barrier.wait(10)
+            for _ in range(20):
+                assert manager.shared_session(key).get(f"streams?key={key}").status_code == 200
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=worker, args=(KEY if n % 2 else "another-user",)) for n in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    tokens = {key: "Bearer " + manager.current_tokens(key).access_token for key in sessions}
+    assert len(set(tokens.values())) == 2
+    assert len(recording_server.seen) == 160
+    for seen in recording_server.seen:
+        assert seen["Authorization"] == tokens[seen["path"].rsplit("=", 1)[1]]
+    after = {key: (dict(vars(s)), dict(s.adapters)) for key, s in sessions.items()}
+    assert after == before
+
+
+def test_another_origin_gets_no_credentials_and_nothing_is_mounted(
+    manager: TokenManager, second_recording_server: RecordingServer
+) -> None:
+    session = manager.shared_session(KEY)
+    adapters = dict(session.adapters)
+    for _ in range(2):
+        assert session.get(second_recording_server.url + "/page").status_code == 200
+    assert [seen.get("Authorization") for seen in second_recording_server.seen] == [None, None]
+    assert dict(session.adapters) == adapters
+    other = manager.shared_session("another-user")
+    assert other.get_adapter(second_recording_server.url) is session.get_adapter(
+        second_recording_server.url + "/page"
+    )  # one pool for other origins, made once
+    assert session.get_adapter(manager.api_root) is manager.adapter
+
+
+def test_answers_go_to_the_hook_of_the_calling_context_only(
+    manager: TokenManager, recording_server: RecordingServer
+) -> None:
+    session = manager.shared_session(KEY)
+    answers: dict[str, LastAnswer] = {}
+    barrier = threading.Barrier(2)
+
+    def request(name: str, path: str) -> None:
+        last = answers[name] = LastAnswer()
+        report_answers(last)
+        barrier.wait(10)
+        session.get(path, allow_redirects=False)
+
+    redirected = threading.Thread(
+        target=request, args=("redirected", f"{recording_server.url}/redirect?to=/x")
+    )
+    plain = threading.Thread(target=request, args=("plain", "streams"))
+    for thread in (redirected, plain):
+        thread.start()
+    for thread in (redirected, plain):
+        thread.join(30)
+    assert answers["redirected"].status == 302
+    assert answers["plain"].status == 200
+    session.get("streams")  # this thread set no hook: nobody hears of it
+    assert (answers["redirected"].status, answers["plain"].status) == (302, 200)
+    mine = LastAnswer()
+    report_answers(mine)
+    session.get("streams")
+    assert mine.status == 200
+    report_answers(None)
+    session.get(f"{recording_server.url}/redirect?to=/x", allow_redirects=False)
+    assert mine.status == 200
+
+
+def test_closing_the_manager_drops_the_shared_sessions_and_their_pool(
+    manager: TokenManager, second_recording_server: RecordingServer
+) -> None:
+    session = manager.shared_session(KEY)
+    session.get(second_recording_server.url + "/page")
+    foreign = session.get_adapter(second_recording_server.url)
+    assert foreign.poolmanager.pools  # type: ignore[attr-defined]
+    manager.close()
+    assert not foreign.poolmanager.pools  # type: ignore[attr-defined]
+    again = manager.shared_session(KEY)
+    assert again is not session
+    assert again.get_adapter(second_recording_server.url) is not foreign
+    assert again.get("streams").status_code == 200
+
+
+def test_shared_sessions_are_bounded_oldest_first(
+    manager: TokenManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import watcher_auth._manager
+
+    monkeypatch.setattr(watcher_auth._manager, "_AUTHS_KEPT", 3)
+    sessions = {key: manager.shared_session(key) for key in ("k1", "k2", "k3", "k4")}
+    assert list(manager._shared) == ["k2", "k3", "k4"]
+    assert manager.shared_session("k1") is not sessions["k1"]
+    assert manager.shared_session("k4") is sessions["k4"]
+
+
+def test_a_shared_session_refuses_a_key_that_is_not_a_string_and_is_not_kept(
+    manager: TokenManager,
+) -> None:
+    session = manager.shared_session(3)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        session.get("streams")
+    assert not manager._shared

@@ -1,6 +1,7 @@
-"""``current_watcher`` is a session the manager lends to one request at a time: the next
-request of the same user gets it again only when nothing but its calls was used or nothing
-was changed, another user never gets it, and two requests at once never share it."""
+"""``current_watcher``: while a request uses nothing but its calls they go out on the
+manager's shared session for the user's key; anything more and the request gets a session
+the manager lends to it alone: the next request of the same user gets it again only when
+nothing was changed, another user never gets it, and two requests at once never share it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from flask_login import current_user
 
 from flask_watcher_auth import current_watcher, get_state
 from tests.conftest import RecordingServer, fresh_pair
@@ -43,6 +45,10 @@ def app(watcher: RecordingServer, fake_clock: FakeClock) -> Iterator[Flask]:
     def only_calls() -> str:
         return str(current_watcher.get("streams").status_code)
 
+    @app.get("/lent/whose-calls")
+    def whose_calls() -> str:
+        return str(current_watcher.get(f"streams?user={current_user.get_id()}").status_code)
+
     @app.get("/lent/tenant")
     def tenant() -> str:
         current_watcher.headers["X-Tenant"] = "tenant-7"
@@ -65,7 +71,9 @@ def app(watcher: RecordingServer, fake_clock: FakeClock) -> Iterator[Flask]:
 
     state = get_state(app)
     for user_id in ("1", "2"):
-        state.store.save(state.manager.store_key(portal_key(user_id)), fresh_pair(fake_clock()))
+        # issued a second apart, so each user's token is their own
+        issued = fake_clock() - int(user_id)
+        state.store.save(state.manager.store_key(portal_key(user_id)), fresh_pair(issued))
     yield app
     state.store.close()
 
@@ -76,6 +84,25 @@ def signed_in(app: Flask, user_id: str) -> FlaskClient:
     return client
 
 
+def at_once(clients: list[FlaskClient], path: str, times: int = 1) -> list[str]:
+    """What each client's ``times`` GETs of ``path`` answered, the clients in threads of
+    their own starting together."""
+    barrier = threading.Barrier(len(clients))
+    answers: list[str] = []
+
+    def visit(client: FlaskClient) -> None:
+        barrier.wait(10)
+        for _ in range(times):
+            answers.append(client.get(path).text)
+
+    threads = [threading.Thread(target=visit, args=(client,)) for client in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return answers
+
+
 def test_the_next_request_of_the_user_gets_the_session_again(app: Flask) -> None:
     client = signed_in(app, "1")
     assert client.get("/lent/streams").text == "200"
@@ -84,6 +111,29 @@ def test_the_next_request_of_the_user_gets_the_session_again(app: Flask) -> None
     assert client.get("/lent/streams").text == "200"
     assert app.config["SEEN"]["session"] == first
     assert list(get_state(app).manager._idle) == ["1"]
+
+
+def test_a_request_using_only_calls_borrows_nothing(app: Flask) -> None:
+    client = signed_in(app, "1")
+    manager = get_state(app).manager
+    assert client.get("/lent/only-calls").text == "200"
+    assert (list(manager._shared), list(manager._idle)) == (["1"], [])
+    assert client.get("/lent/streams").text == "200"  # the session itself: lent
+    assert list(manager._idle) == ["1"]
+
+
+def test_users_calling_at_once_each_send_their_own_token(
+    app: Flask, watcher: RecordingServer
+) -> None:
+    clients = [signed_in(app, user_id) for user_id in ("1", "2") * 4]
+    assert at_once(clients, "/lent/whose-calls", 5) == ["200"] * 40
+    manager = get_state(app).manager
+    tokens = {key: "Bearer " + manager.current_tokens(key).access_token for key in ("1", "2")}
+    assert len(set(tokens.values())) == 2
+    assert len(watcher.seen) == 40
+    for seen in watcher.seen:
+        assert seen["Authorization"] == tokens[seen["path"].rsplit("=", 1)[1]]
+    assert not manager._idle  # nothing was lent
 
 
 def test_another_user_never_gets_it(app: Flask, watcher: RecordingServer) -> None:
@@ -117,19 +167,7 @@ def test_an_attribute_a_view_set_does_not_reach_the_next_request(app: Flask) -> 
 
 def test_two_requests_at_once_never_share_a_session(app: Flask) -> None:
     clients = [signed_in(app, "1") for _ in range(4)]
-    barrier = threading.Barrier(4)
-    answers: list[str] = []
-
-    def visit(client: FlaskClient) -> None:
-        barrier.wait(10)
-        answers.append(client.get("/lent/slow").text)
-
-    threads = [threading.Thread(target=visit, args=(client,)) for client in clients]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert answers == ["200"] * 4
+    assert at_once(clients, "/lent/slow") == ["200"] * 4
     assert len(set(app.config["SEEN"]["slow"])) == 4
     assert list(get_state(app).manager._idle) == ["1"]  # one kept, the others closed
 

@@ -119,6 +119,35 @@ def test_children_of_a_manager_that_kept_lent_sessions_lend_their_own(
     check(reports, emulator)
 
 
+def test_children_of_a_manager_with_shared_sessions_share_their_own(
+    accounts_emulator: Callable[..., WatcherEmulator], second_recording_server: Any
+) -> None:
+    emulator = accounts_emulator()
+    manager = TokenManager(emulator.url, store=MemoryStore())
+    for name in USERNAMES:
+        manager.login(f"key-{name}", username=name, password=ACCOUNTS[name])
+        session = manager.shared_session(f"key-{name}")  # its connection left open
+        assert session.get("profile").json()["name"] == name
+        session.get(second_recording_server.url + "/page")  # the pool for other origins too
+    assert len(manager._shared) == len(USERNAMES)
+    parents = set(manager._shared.values())
+    parents_foreign = next(iter(parents)).get_adapter(second_recording_server.url)
+
+    def caller(name: str) -> Callable[[], str]:
+        def whoami() -> str:
+            session = manager.shared_session(f"key-{name}")
+            if session in parents or session._shared_adapter is not manager.adapter:
+                return "a session of the parent's"
+            if session.get_adapter(second_recording_server.url) is parents_foreign:
+                return "the parent's pool for other origins"
+            return str(session.get("profile").json()["name"])
+
+        return whoami
+
+    reports = fork_children({name: caller(name) for name in USERNAMES}, lambda: None)
+    check(reports, emulator)
+
+
 def _end_in_child(loan: Any, manager: TokenManager, result: Any) -> None:
     loan.end()
     result.put(sorted(manager._idle))
