@@ -22,7 +22,6 @@ from watcher_auth._session import (
     WatcherBearerAuth,
     WatcherSession,
     _Made,
-    _report_answer,
     block_cookies,
 )
 from watcher_auth._tokens import Secret, TokenPair
@@ -307,7 +306,7 @@ class TokenManager(ManagerBase):
             if foreign is None:
                 foreign = self._foreign = requests.adapters.HTTPAdapter()
         session._foreign_adapter = foreign
-        session.hooks["response"].append(_report_answer)
+        session._reports_answers = True
         if type(key) is not str:  # kept by no one: the call will refuse it
             return session
         shared = self._shared

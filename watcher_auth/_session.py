@@ -77,13 +77,6 @@ def report_answers(hook: Callable[[requests.Response], object] | None) -> None:
     _ANSWERS.set(hook)
 
 
-def _report_answer(response: requests.Response, *args: object, **kwargs: object) -> None:
-    """A shared session's response hook: the answer goes to the context's hook, if any."""
-    hook = _ANSWERS.get()
-    if hook is not None:
-        hook(response)
-
-
 class _SessionJar(RequestsCookieJar):
     """A session's jar: while it refuses every cookie, an answer's ``Set-Cookie`` headers
     are not even parsed (none would be kept)."""
@@ -356,6 +349,8 @@ class WatcherSession(requests.Session):
         # Where a session shared between threads sends calls to other origins, so that no
         # call mounts an adapter on it (TokenManager.shared_session).
         self._foreign_adapter: BaseAdapter | None = None
+        # Whether Watcher's answers go to the calling context's hook (report_answers()).
+        self._reports_answers = False
         # What two ``mount`` calls leave: the origin with its port, and without it. Other
         # origins (all of them, with no shared adapter) get requests' defaults on first use.
         self.adapters = OrderedDict()
@@ -393,7 +388,10 @@ class WatcherSession(requests.Session):
             or cookies._policy is not _NO_COOKIES  # type: ignore[attr-defined]
             or not isinstance(request, requests.PreparedRequest)
         ):
-            return super().send(request, **kwargs)
+            answer = super().send(request, **kwargs)
+            if self._reports_answers:
+                self._report(answer)
+            return answer
         # What requests does for a session that refuses every cookie and reads nothing from
         # the environment, less its work for either: no answer's cookies are handed to the
         # jar (it would keep none), and redirects are looked for only on a redirect.
@@ -408,6 +406,10 @@ class WatcherSession(requests.Session):
         response = adapter.send(request, **kwargs)
         response.elapsed = datetime.timedelta(seconds=time.perf_counter() - start)
         response = dispatch_hook("response", request.hooks, response, **kwargs)  # type: ignore[no-untyped-call]
+        if self._reports_answers:  # what a response hook would do, without one on every call
+            hook = _ANSWERS.get()
+            if hook is not None:
+                hook(response)
         if allow_redirects:
             if response.is_redirect:
                 history = list(self.resolve_redirects(response, request, **kwargs))
@@ -422,6 +424,12 @@ class WatcherSession(requests.Session):
         if not kwargs["stream"]:
             response.content  # noqa: B018 (read now, as requests does)
         return cast(requests.Response, response)
+
+    @staticmethod
+    def _report(response: requests.Response) -> None:
+        hook = _ANSWERS.get()
+        if hook is not None:
+            hook(response)
 
     def get_adapter(self, url: str) -> BaseAdapter:
         # requests lowercases a prepared URL's scheme and host, as the prefixes are.

@@ -40,7 +40,7 @@ from watcher_auth import (
     WatcherSession,
 )
 from watcher_auth.v2 import WatcherV2Session
-from watcher_auth.web import ErrorAnswer, FailureLog, LastAnswer, error_answer
+from watcher_auth.web import ErrorAnswer, FailureLog, LastAnswer, error_answer, report_answers
 
 if TYPE_CHECKING:
     import httpx
@@ -166,15 +166,12 @@ async def signed_in_user(request: HttpRequest) -> Any:
 
 
 def _build(request: HttpRequest) -> SessionLoan:
-    # Lent by the manager until the response (the middleware ends the loan), untouched
-    # until used through more than its calls (see _OnFirstUse).
+    # Lent by the manager until the response (the middleware ends the loan).
     values = vars(request)
     key = values.get(_KEY_ATTR)  # what watcher_key() found, by a decorator say
     if key is None:
         key = _serving_key(request, "v3")
-    loan = get_manager().lend(key, _last_answer(request), owner=request)
-    loan.touched = False
-    return loan
+    return get_manager().lend(key, _last_answer(request), owner=request)
 
 
 def _build_own(key: str) -> WatcherSession:
@@ -201,14 +198,13 @@ _CALLS = SessionLoan.CALLS
 
 
 class _OnFirstUse:
-    """What ``request.watcher`` (and its twins) is: the request's session, made on first use
-    of any of its attributes (a view that never uses it reads no store), then used directly.
+    """What ``request.watcher_v2`` and ``request.watcher_system`` are: the request's session,
+    made on first use of any of its attributes (a view that never uses it reads no store),
+    then used directly.
 
     It stands for the session as Django's ``SimpleLazyObject`` would (``isinstance``,
     ``with``, attribute reads and writes) at one Python call per attribute read; a failed
-    build raises to the caller and is tried again on the next use. ``request.watcher`` is
-    lent by the manager (:class:`~watcher_auth.SessionLoan`): any use but its calls marks
-    the loan touched, and :func:`end_watcher_loan` ends it after the response.
+    build raises to the caller and is tried again on the next use.
     """
 
     __slots__ = ("_build", "_loan", "_request", "_session")
@@ -232,39 +228,27 @@ class _OnFirstUse:
             object.__setattr__(self, "_request", None)  # no cycle through the request
         return session
 
-    def _reached(self) -> Any:
-        """The session, for a use that may change it."""
-        session = self._made()
-        loan = self._loan
-        if loan is not None:
-            loan.touched = True
-        return session
-
     def __getattr__(self, name: str) -> Any:
         session = self._session
         if session is None:
             session = self._made()
-        if name not in _CALLS:
-            loan = self._loan
-            if loan is not None:
-                loan.touched = True
         return getattr(session, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._reached(), name, value)
+        setattr(self._made(), name, value)
 
     def __delattr__(self, name: str) -> None:
-        delattr(self._reached(), name)
+        delattr(self._made(), name)
 
     @property  # type: ignore[misc]
     def __class__(self) -> type:  # isinstance(request.watcher, WatcherSession)
         return type(self._made())
 
     def __enter__(self) -> Any:
-        return self._reached().__enter__()
+        return self._made().__enter__()
 
     def __exit__(self, *args: object) -> None:
-        self._reached().__exit__(*args)
+        self._made().__exit__(*args)
 
     def __dir__(self) -> list[str]:
         return dir(self._made())
@@ -274,6 +258,46 @@ class _OnFirstUse:
         return "<request's Watcher session, not made yet>" if session is None else repr(session)
 
 
+class _Watcher(_OnFirstUse):
+    """What ``request.watcher`` is: while the view uses nothing but its calls
+    (:attr:`~watcher_auth.SessionLoan.CALLS`) they go out on the manager's shared session
+    for the key (:meth:`~watcher_auth.TokenManager.shared_session`); on any other use the
+    request is lent a session of its own (:class:`~watcher_auth.SessionLoan`), which
+    :func:`end_watcher_loan` gives back after the response.
+    """
+
+    __slots__ = ("_shared",)
+
+    def __init__(self, build: Callable[[HttpRequest], Any], request: HttpRequest) -> None:
+        super().__init__(build, request)
+        object.__setattr__(self, "_shared", None)
+
+    def __getattr__(self, name: str) -> Any:
+        session = self._session
+        if session is None:
+            if name in _CALLS:
+                shared = self._shared
+                if shared is None:
+                    shared = self._share()
+                return getattr(shared, name)
+            session = self._made()
+        return getattr(session, name)
+
+    def _share(self) -> WatcherSession:
+        request = self._request
+        key = vars(request).get(_KEY_ATTR)
+        if key is None:
+            key = _serving_key(request, "v3")
+        shared = get_manager().shared_session(key)
+        report_answers(_last_answer(request))  # Watcher's answers to this request's calls
+        object.__setattr__(self, "_shared", shared)
+        return shared
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        return WatcherSession  # what the shared and the lent session are, without lending
+
+
 def end_watcher_loan(request: HttpRequest, response: HttpResponse) -> None:
     """Give ``request.watcher``'s session back to the manager after ``response``; a later
     use of ``request.watcher`` gets a session of its own.
@@ -281,16 +305,21 @@ def end_watcher_loan(request: HttpRequest, response: HttpResponse) -> None:
     A streaming response's body may still use it, so its loan is left to end with it.
     """
     proxy = vars(request).get("watcher")
-    if type(proxy) is not _OnFirstUse:
+    if type(proxy) is not _Watcher or response.streaming:
         return
+    if proxy._shared is not None:
+        # now, while the answer record is still in the caches, rather than when the next
+        # request's takes its place
+        report_answers(None)
     loan = proxy._loan
-    if loan is None or response.streaming:
+    if loan is None:
         return
     set_slot = object.__setattr__
     set_slot(proxy, "_loan", None)
     set_slot(proxy, "_session", None)
     set_slot(proxy, "_build", _build_own)
     set_slot(proxy, "_request", loan.key)  # what _build_own is given
+    set_slot(proxy, "_shared", loan.manager.shared_session(loan.key))
     loan.end()
 
 
@@ -318,7 +347,7 @@ def attach_watcher(request: HttpRequest) -> None:
         return _async_client(request, "system", key)
 
     values = vars(request)
-    values["watcher"] = _OnFirstUse(_build, request)
+    values["watcher"] = _Watcher(_build, request)
     values["watcher_v2"] = _OnFirstUse(_build_v2, request)
     values["watcher_system"] = _OnFirstUse(_build_system, request)
     values["awatcher"] = awatcher

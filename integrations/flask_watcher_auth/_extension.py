@@ -464,7 +464,17 @@ class _WatcherRequest(LastAnswer):
     and whether it asked for its API v2 session. It is also where its sessions report
     Watcher's answers (:class:`~watcher_auth.web.LastAnswer`)."""
 
-    __slots__ = ("async_clients", "key", "owner", "shared", "system", "v2", "v2_wanted", "v3")
+    __slots__ = (
+        "async_clients",
+        "key",
+        "listening",
+        "owner",
+        "shared",
+        "system",
+        "v2",
+        "v2_wanted",
+        "v3",
+    )
 
     def __init__(self, owner: object) -> None:
         super().__init__()
@@ -477,10 +487,22 @@ class _WatcherRequest(LastAnswer):
         self.v2_wanted = False
         # Closed on their own event loop when the async view returned, not here.
         self.async_clients: dict[str, AsyncWatcherClient] | None = None
-        report_answers(self)  # what the shared sessions answer this context's calls
+        self.listening = False
+
+    def listen(self) -> None:
+        """Hear Watcher's answers to the calls made on shared sessions in this context too
+        (the views that answer a failed read of Watcher's answer need them: _run_view)."""
+        if not self.listening:
+            report_answers(self)
+            self.listening = True
 
     def end(self) -> None:
         """Give back the lent API v3 session and close the others."""
+        if self.listening:
+            # now, while what the record holds is still in the caches, rather than when
+            # another record takes its place
+            report_answers(None)
+            self.listening = False
         if self.v3 is not None:
             self.v3.end()
         if self.v2 is not None:
@@ -554,32 +576,6 @@ def _record_key(app_ctx: AppContext, record: _WatcherRequest) -> str:
     return key
 
 
-def _request_caller() -> WatcherSession:
-    """The session for the request's API v3 calls: the manager's shared session for the key
-    while the request used nothing else, its lent session after."""
-    app_ctx = _cv_app.get(None)
-    request_ctx = _cv_request.get(None)
-    if app_ctx is None or request_ctx is None:
-        _current_record("v3")  # raises, saying so
-    assert app_ctx is not None and request_ctx is not None
-    # What _current_record and _record_key do, in one step for every call a view makes.
-    owner = request_ctx.request
-    record: _WatcherRequest | None = vars(app_ctx.g).get(_RECORD)
-    if record is None or record.owner is not owner:
-        record = _request_record(app_ctx.g, owner)
-    loan = record.v3
-    if loan is not None:
-        return loan.session
-    shared = record.shared
-    if shared is None:
-        state = _app_state(app_ctx)
-        key = record.key
-        if key is None:
-            key = record.key = state._serving_key("v3", app_ctx)
-        shared = record.shared = state.manager.shared_session(key)
-    return shared
-
-
 def _request_session(api: str = "v3") -> _RequestSession | SessionLoan:
     """The request's own session for ``api`` (for API v3, lent by the manager)."""
     app_ctx, record = _current_record(api)
@@ -648,9 +644,35 @@ class _SessionProxy(LocalProxy):  # type: ignore[type-arg]
 
     def __getattr__(self, name: str) -> Any:
         api = self._watcher_api
-        if api == "v3" and name in _CALLS:
-            return getattr(_request_caller(), name)
-        return getattr(_request_session(api).session, name)
+        if api != "v3" or name not in _CALLS:
+            return getattr(_request_session(api).session, name)
+        # A call: on the request's lent session if it has one, else on the manager's shared
+        # session for the key (what _current_record and _record_key do, in one step here,
+        # which every call a view makes goes through).
+        app_ctx = _cv_app.get(None)
+        request_ctx = _cv_request.get(None)
+        if app_ctx is None or request_ctx is None:
+            return getattr(_request_session(api).session, name)  # raises, saying so
+        owner = request_ctx.request
+        values = vars(app_ctx.g)
+        record: _WatcherRequest | None = values.get(_RECORD)
+        if record is None:
+            record = values[_RECORD] = _WatcherRequest(owner)
+        elif record.owner is not owner:
+            record = _request_record(app_ctx.g, owner)
+        loan = record.v3
+        if loan is not None:
+            return getattr(loan.session, name)
+        shared = record.shared
+        if shared is None:
+            state: WatcherState | None = app_ctx.app.extensions.get(EXTENSION_KEY)
+            if state is None:
+                state = get_state(app_ctx.app)  # raises, saying so
+            key = record.key
+            if key is None:
+                key = record.key = state._serving_key("v3", app_ctx)
+            shared = record.shared = state.manager.shared_session(key)
+        return getattr(shared, name)
 
 
 def _current_session() -> WatcherSession:
@@ -818,12 +840,13 @@ def watcher_required(view: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         app_ctx, record = _current_record("v3")
         _app_state(app_ctx).manager.current_tokens(_record_key(app_ctx, record))
-        return _run_view(view, *args, **kwargs)
+        return _run_view(record, view, *args, **kwargs)
 
     return cast(F, wrapper)
 
 
-def _run_view(view: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def _run_view(record: _WatcherRequest, view: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    record.listen()  # what Watcher answered, should the view fail to read it
     try:
         return _cv_app.get().app.ensure_sync(view)(*args, **kwargs)
     except (LookupError, TypeError, ValueError) as exc:
@@ -843,11 +866,12 @@ def watcher_v2_required(view: F) -> F:
 
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        record = _current_record("v2")[1]
         key = _request_session("v2").key
         # A service account without a session yet logs in on its first call.
         if key != SERVICE_ACCOUNT_KEY and not get_state().manager.v2_is_connected(key):
             raise NotConnected(key)
-        return _run_view(view, *args, **kwargs)
+        return _run_view(record, view, *args, **kwargs)
 
     return cast(F, wrapper)
 

@@ -15,10 +15,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from flask_login import current_user
 
-from flask_watcher_auth import current_watcher, get_state
+from flask_watcher_auth import current_watcher, get_state, watcher_required
 from tests.conftest import RecordingServer, fresh_pair
+from watcher_auth._session import _ANSWERS
 from watcher_auth.testing import FakeClock
-from watcher_auth.web import portal_key
+from watcher_auth.web import LastAnswer, portal_key
 
 from .conftest import build_portal
 
@@ -120,6 +121,24 @@ def test_a_request_using_only_calls_borrows_nothing(app: Flask) -> None:
     assert (list(manager._shared), list(manager._idle)) == (["1"], [])
     assert client.get("/lent/streams").text == "200"  # the session itself: lent
     assert list(manager._idle) == ["1"]
+
+
+def test_a_view_that_reads_watchers_answers_hears_them_for_its_request_only(
+    app: Flask,
+) -> None:
+    @app.get("/lent/reads-answers")
+    @watcher_required
+    def reads_answers() -> str:
+        current_watcher.get("streams")
+        heard = _ANSWERS.get()
+        assert isinstance(heard, LastAnswer)
+        return str(heard.status)
+
+    client = signed_in(app, "1")
+    assert client.get("/lent/reads-answers").text == "200"
+    assert _ANSWERS.get() is None  # the thread let go of the request's record
+    assert client.get("/lent/only-calls").text == "200"
+    assert _ANSWERS.get() is None  # a view that reads nothing has no record heard
 
 
 def test_users_calling_at_once_each_send_their_own_token(
