@@ -8,8 +8,8 @@ Each case runs the same number of calls through watcher-auth and through the fai
 ``_peers.py``) against one loopback server under cProfile, and prints, per function, the
 microseconds of CPU per call that watcher-auth's run spends in it beyond the floor's run (own
 time, and time including callees). ``core`` reuses one session as the per-call table does;
-``core-new-session`` builds ``manager.session(key)`` for every call (the web layers borrow
-one with ``manager.lend(key)`` instead).
+``core-new-session`` builds ``manager.session(key)`` for every call (the web layers call on
+``manager.shared_session(key)`` instead, or borrow one with ``manager.lend(key)``).
 cProfile inflates small functions several times over, so its figures rank the costs rather
 than measure them; the last table times each piece of the core path alone with ``timeit``.
 """

@@ -628,12 +628,11 @@ def overhead_section(rounds: int, part_calls: int) -> Section:
             "hand its `Set-Cookie` headers to a jar that would refuse them), and looks for a "
             "redirect only on a redirect; the floor and the peers do that work on every call, "
             "which is why watcher-auth's core rows can come in at or below the floor.",
-            "The web layers do not build a session per request. Flask's `current_watcher` "
-            "sends a request's calls on the manager's shared session for the key "
-            "(`shared_session`), and lends the request a session of its own only when the "
-            "view uses more than its calls; Django's `request.watcher` is lent the key's "
-            "session and gives it back after the response, kept for the next request only if "
-            "the request used nothing but its calls or left it as it was made (`SessionLoan`).",
+            "The web layers do not build a session per request: Flask's `current_watcher` "
+            "and Django's `request.watcher` send a request's calls on the manager's shared "
+            "session for the key (`shared_session`), and lend the request a session of its "
+            "own only when the view uses more than its calls, given back after the response "
+            "and lent again only if the request left it as it was made (`SessionLoan`).",
             "Authlib's and requests-oauthlib's sessions hold an hour-long token with a refresh "
             "token and the token endpoint set (Watcher's `/login`), so each call checks expiry "
             "as it would in production; no refresh happens during the timed loop.",

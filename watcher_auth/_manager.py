@@ -48,6 +48,21 @@ SessionT = TypeVar("SessionT", bound=requests.Session)
 _AUTHS_KEPT = 4096
 
 
+_V = TypeVar("_V")
+
+
+def _kept(entries: dict[str, _V], key: str, value: _V) -> _V:
+    """What ``entries`` keeps for ``key``: ``value``, unless another thread put one there
+    first; past :data:`_AUTHS_KEPT` entries the oldest is dropped. Each dict step is atomic,
+    so no lock is taken."""
+    kept = entries.setdefault(key, value)
+    if kept is value and len(entries) > _AUTHS_KEPT:
+        # (StopIteration, RuntimeError): changed by other threads meanwhile
+        with contextlib.suppress(KeyError, StopIteration, RuntimeError):
+            entries.pop(next(iter(entries)))
+    return kept
+
+
 class TokenManager(ManagerBase):
     """Keeps Watcher API v3 tokens (and API v2 credentials) for many user keys of one server.
 
@@ -309,13 +324,7 @@ class TokenManager(ManagerBase):
         session._reports_answers = True
         if type(key) is not str:  # kept by no one: the call will refuse it
             return session
-        shared = self._shared
-        kept = shared.setdefault(key, session)
-        if kept is session and len(shared) > _AUTHS_KEPT:
-            # the oldest; (StopIteration, RuntimeError): changed by other threads meanwhile
-            with contextlib.suppress(KeyError, StopIteration, RuntimeError):
-                shared.pop(next(iter(shared)))
-        return kept
+        return _kept(self._shared, key, session)
 
     def lend(
         self, key: str, hook: Callable[..., Any] | None = None, *, owner: object = None
@@ -347,14 +356,9 @@ class TokenManager(ManagerBase):
         if type(key) is not str:
             session.close()
             return
-        idle = self._idle
         kept = (session, made)
-        if idle.setdefault(key, kept) is not kept:
+        if _kept(self._idle, key, kept) is not kept:
             session.close()
-        elif len(idle) > _AUTHS_KEPT:
-            # the oldest; (StopIteration, RuntimeError): changed by other threads meanwhile
-            with contextlib.suppress(KeyError, StopIteration, RuntimeError):
-                idle.pop(next(iter(idle)))
 
     def httpx_auth(self, key: str) -> httpx.Auth:
         """``httpx`` auth for ``key`` in sync code (``httpx.get(url, auth=...)``)."""

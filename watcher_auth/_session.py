@@ -12,7 +12,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
@@ -388,48 +388,41 @@ class WatcherSession(requests.Session):
             or cookies._policy is not _NO_COOKIES  # type: ignore[attr-defined]
             or not isinstance(request, requests.PreparedRequest)
         ):
-            answer = super().send(request, **kwargs)
-            if self._reports_answers:
-                self._report(answer)
-            return answer
-        # What requests does for a session that refuses every cookie and reads nothing from
-        # the environment, less its work for either: no answer's cookies are handed to the
-        # jar (it would keep none), and redirects are looked for only on a redirect.
-        kwargs.setdefault("stream", self.stream)
-        kwargs.setdefault("verify", self.verify)
-        kwargs.setdefault("cert", self.cert)
-        if "proxies" not in kwargs:  # what requests resolves when it reads no environment
-            kwargs["proxies"] = dict(self.proxies)
-        allow_redirects = kwargs.pop("allow_redirects", True)
-        adapter = self.get_adapter(url=str(request.url))
-        start = time.perf_counter()
-        response = adapter.send(request, **kwargs)
-        response.elapsed = datetime.timedelta(seconds=time.perf_counter() - start)
-        response = dispatch_hook("response", request.hooks, response, **kwargs)  # type: ignore[no-untyped-call]
+            response = super().send(request, **kwargs)
+        else:
+            # What requests does for a session that refuses every cookie and reads nothing
+            # from the environment, less its work for either: no answer's cookies are handed
+            # to the jar (it would keep none), and redirects are looked for only on a redirect.
+            kwargs.setdefault("stream", self.stream)
+            kwargs.setdefault("verify", self.verify)
+            kwargs.setdefault("cert", self.cert)
+            if "proxies" not in kwargs:  # what requests resolves when it reads no environment
+                kwargs["proxies"] = dict(self.proxies)
+            allow_redirects = kwargs.pop("allow_redirects", True)
+            adapter = self.get_adapter(url=str(request.url))
+            start = time.perf_counter()
+            response = adapter.send(request, **kwargs)
+            response.elapsed = datetime.timedelta(seconds=time.perf_counter() - start)
+            response = dispatch_hook("response", request.hooks, response, **kwargs)  # type: ignore[no-untyped-call]
+            if allow_redirects:
+                if response.is_redirect:
+                    history = list(self.resolve_redirects(response, request, **kwargs))
+                    if history:
+                        history.insert(0, response)
+                        response = history.pop()
+                        response.history = history
+            elif response.is_redirect:
+                response._next = next(
+                    self.resolve_redirects(response, request, yield_requests=True, **kwargs),
+                    None,
+                )
+            if not kwargs["stream"]:
+                response.content  # noqa: B018 (read now, as requests does)
         if self._reports_answers:  # what a response hook would do, without one on every call
             hook = _ANSWERS.get()
             if hook is not None:
                 hook(response)
-        if allow_redirects:
-            if response.is_redirect:
-                history = list(self.resolve_redirects(response, request, **kwargs))
-                if history:
-                    history.insert(0, response)
-                    response = history.pop()
-                    response.history = history
-        elif response.is_redirect:
-            response._next = next(
-                self.resolve_redirects(response, request, yield_requests=True, **kwargs), None
-            )
-        if not kwargs["stream"]:
-            response.content  # noqa: B018 (read now, as requests does)
-        return cast(requests.Response, response)
-
-    @staticmethod
-    def _report(response: requests.Response) -> None:
-        hook = _ANSWERS.get()
-        if hook is not None:
-            hook(response)
+        return response
 
     def get_adapter(self, url: str) -> BaseAdapter:
         # requests lowercases a prepared URL's scheme and host, as the prefixes are.
@@ -621,35 +614,37 @@ class SessionLoan:
         session, made, manager = self.session, self._made, self.manager
         adapters = session.adapters
         # Only called (CALLS): requests changes no session state on a call, and this session
-        # refuses cookies; a call to another origin adds that origin's adapter.
+        # refuses cookies; a call to another origin adds that origin's adapter. Anything
+        # else is compared with what the session was when made.
         if (
-            not self.touched
-            and len(adapters) == len(made.adapters)
-            and session._shared_adapter is manager.steps.adapter
-        ):
-            session.hooks["response"].clear()
-            manager._keep(self.key, session, made)
+            self.touched
+            or len(adapters) != len(made.adapters)
+            or session._shared_adapter is not manager.steps.adapter
+        ) and self._changed():
+            session.close()
             return
+        session.hooks["response"].clear()
+        manager._keep(self.key, session, made)
+
+    def _changed(self) -> bool:
+        session, made = self.session, self._made
         values = vars(session)
         hooks = session.hooks
         jar = session.cookies
-        if (
+        return bool(
             len(values) != len(made.values)
             or not all(map(operator.is_, values.values(), made.values))
             or len(hooks) != 1
             or hooks.get("response") != ([] if self.hook is None else [self.hook])
             or session.headers._store != _DEFAULT_HEADERS._store  # type: ignore[attr-defined]
             or session.params
-            or adapters != made.adapters
+            or session.adapters != made.adapters
             or session.proxies != made.proxies
             or jar._policy is not _NO_COOKIES  # type: ignore[attr-defined]
             or jar._cookies  # type: ignore[attr-defined]
-            or session._shared_adapter is not manager.steps.adapter  # another process's, after fork
-        ):
-            session.close()
-            return
-        hooks["response"].clear()
-        manager._keep(self.key, session, made)
+            # another process's pool, after fork
+            or session._shared_adapter is not self.manager.steps.adapter
+        )
 
     def __enter__(self) -> WatcherSession:
         return self.session

@@ -165,13 +165,16 @@ async def signed_in_user(request: HttpRequest) -> Any:
     return await sync_to_async(evaluate)()
 
 
+def _request_key(request: HttpRequest) -> str:
+    """The key serving ``request.watcher``: what watcher_key() found (by a decorator, say),
+    read directly, or found now."""
+    key = vars(request).get(_KEY_ATTR)
+    return _serving_key(request, "v3") if key is None else str(key)
+
+
 def _build(request: HttpRequest) -> SessionLoan:
     # Lent by the manager until the response (the middleware ends the loan).
-    values = vars(request)
-    key = values.get(_KEY_ATTR)  # what watcher_key() found, by a decorator say
-    if key is None:
-        key = _serving_key(request, "v3")
-    return get_manager().lend(key, _last_answer(request), owner=request)
+    return get_manager().lend(_request_key(request), _last_answer(request), owner=request)
 
 
 def _build_own(key: str) -> WatcherSession:
@@ -285,10 +288,7 @@ class _Watcher(_OnFirstUse):
 
     def _share(self) -> WatcherSession:
         request = self._request
-        key = vars(request).get(_KEY_ATTR)
-        if key is None:
-            key = _serving_key(request, "v3")
-        shared = get_manager().shared_session(key)
+        shared = get_manager().shared_session(_request_key(request))
         report_answers(_last_answer(request))  # Watcher's answers to this request's calls
         object.__setattr__(self, "_shared", shared)
         return shared

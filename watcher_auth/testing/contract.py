@@ -502,10 +502,12 @@ class AsyncTokenStoreContract:
         # A wait that blocks the loop stalls it for the whole second, every time. A machine
         # busy with other work stalls it now and then whatever the loop does, as much as
         # the same ticker shows with nothing to wait for: that much is allowed on top.
-        attempts = []
+        attempts = []  # rounded, for the message; the verdict is on the measured gaps
+        kept_running = False
         for _ in range(10):
             idle_gap, waiting_gap = arun(attempt())
             attempts.append((round(idle_gap, 3), round(waiting_gap, 3)))
             if waiting_gap < self.max_loop_stall + idle_gap:
+                kept_running = True
                 break
-        assert any(wait < self.max_loop_stall + idle for idle, wait in attempts), attempts
+        assert kept_running, attempts
